@@ -1,0 +1,349 @@
+// lama_pool on CPU. Forward: pass 1 over x (masked context sum and u_ht = q_h . x_t), the
+// (B, H, L) scores, pass 2 over x (weighted sum). Backward: the same two passes, with the
+// scores recomputed in the accumulate type instead of read back from the saved weights.
+#include <ATen/Dispatch.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <limits>
+
+#include "chunked_pipeline.h"
+#include "seqops/activation.h"
+#include "seqops/checks.h"
+#include "seqops/pooling.h"
+#include "vector_primitives.h"
+
+namespace seqops::cpu {
+namespace {
+
+struct LamaOptions {
+  Activation act;
+  bool normalize;
+  double eps;
+};
+
+// Per-batch-element views of the scratch buffers, all (H, L) or (D) in the accumulate type.
+template <typename acc_t>
+struct LamaBatch {
+  const bool* mask;  // (L) or nullptr
+  acc_t* u;          // q_h . x_t
+  acc_t* ahat;       // act(g_h u_ht) normalized over heads
+  acc_t* weights;    // softmax_t(ahat) (normalize) or ahat, 0 where masked
+  acc_t* context;    // (D) masked mean of x
+  bool keep(int64_t t) const { return mask == nullptr || mask[t]; }
+};
+
+template <typename acc_t>
+class LamaScratch {
+ public:
+  LamaScratch(const PoolShape& s, const ChunkPlan& plan, const at::Tensor& like,
+              const std::optional<at::Tensor>& mask)
+      : s_(s), plan_(plan), mask_(mask) {
+    const auto opt = like.options();
+    u_ = at::empty({s.batch, s.heads, s.length}, opt);
+    ahat_ = at::empty({s.batch, s.heads, s.length}, opt);
+    weights_ = at::empty({s.batch, s.heads, s.length}, opt);
+    context_ = at::empty({s.batch, s.dim}, opt);
+    context_partial_ = at::empty({plan.items(), s.dim}, opt);
+  }
+  LamaBatch<acc_t> batch(int64_t b) const {
+    const int64_t hl = s_.heads * s_.length;
+    return {mask_ ? mask_->data_ptr<bool>() + b * s_.length : nullptr,
+            u_.data_ptr<acc_t>() + b * hl, ahat_.data_ptr<acc_t>() + b * hl,
+            weights_.data_ptr<acc_t>() + b * hl, context_.data_ptr<acc_t>() + b * s_.dim};
+  }
+  acc_t* context_partial(int64_t b, int64_t c) const {
+    return context_partial_.data_ptr<acc_t>() + (b * plan_.chunks + c) * s_.dim;
+  }
+  int64_t kept(int64_t b) const {
+    const auto bt = batch(b);
+    if (!bt.mask) return s_.length;
+    int64_t n = 0;
+    for (int64_t t = 0; t < s_.length; ++t) n += bt.mask[t];
+    return n;
+  }
+
+ private:
+  PoolShape s_;
+  ChunkPlan plan_;
+  std::optional<at::Tensor> mask_;
+  at::Tensor u_, ahat_, weights_, context_, context_partial_;
+};
+
+// Pass 1 rows: masked sum of x into the chunk's context partial, u_ht for kept rows, and
+// (backward) extra per-row dot products via `also`.
+template <typename T, typename Also>
+void scan_context_and_u(const VectorPrimitives<T>& vp, const LamaScratch<at::opmath_type<T>>& sc,
+                        const PoolShape& s, const T* x, const at::opmath_type<T>* q, int64_t b,
+                        int64_t c, int64_t t0, int64_t t1, Also also) {
+  using acc_t = at::opmath_type<T>;
+  const auto bt = sc.batch(b);
+  acc_t* csum = sc.context_partial(b, c);
+  std::fill(csum, csum + s.dim, acc_t(0));
+  for (int64_t t = t0; t < t1; ++t) {
+    if (!bt.keep(t)) {
+      for (int64_t h = 0; h < s.heads; ++h) bt.u[h * s.length + t] = 0;
+      continue;
+    }
+    const T* row = x + (b * s.length + t) * s.dim;
+    vp.axpy(csum, acc_t(1), row, s.dim);
+    for (int64_t h = 0; h < s.heads; ++h) bt.u[h * s.length + t] = vp.dot(row, q + h * s.dim, s.dim);
+    also(row, t);
+  }
+}
+
+// After pass 1: the context c, g_h = p_h . c, ahat and the weights of one batch element.
+template <typename T>
+void compute_scores(const VectorPrimitives<T>& vp, const LamaScratch<at::opmath_type<T>>& sc,
+                    const PoolShape& s, const at::opmath_type<T>* p, const LamaOptions& o,
+                    const ChunkPlan& plan, int64_t b, at::opmath_type<T>* g) {
+  using acc_t = at::opmath_type<T>;
+  const auto bt = sc.batch(b);
+  const int64_t H = s.heads, L = s.length;
+  std::fill(bt.context, bt.context + s.dim, acc_t(0));
+  for (int64_t c = 0; c < plan.chunks; ++c) vp.axpy_acc(bt.context, acc_t(1), sc.context_partial(b, c), s.dim);
+  const int64_t kept = sc.kept(b);
+  const acc_t inv_count = acc_t(1) / acc_t(kept > 0 ? kept : 1);
+  for (int64_t d = 0; d < s.dim; ++d) bt.context[d] *= inv_count;
+  for (int64_t h = 0; h < H; ++h) g[h] = vp.dot_acc(p + h * s.dim, bt.context, s.dim);
+  for (int64_t t = 0; t < L; ++t) {
+    acc_t sumsq = 0;
+    for (int64_t h = 0; h < H; ++h) {
+      const acc_t a = activate(o.act, g[h] * bt.u[h * L + t]);
+      bt.ahat[h * L + t] = a;
+      sumsq += a * a;
+    }
+    const acc_t inv_norm = acc_t(1) / std::max(std::sqrt(sumsq), acc_t(o.eps));
+    for (int64_t h = 0; h < H; ++h) {
+      bt.ahat[h * L + t] *= inv_norm;
+      bt.weights[h * L + t] = bt.keep(t) ? bt.ahat[h * L + t] : acc_t(0);
+    }
+  }
+  if (!o.normalize || kept == 0) return;  // all-masked rows keep zero weights
+  for (int64_t h = 0; h < H; ++h) {
+    acc_t* w = bt.weights + h * L;
+    acc_t top = -std::numeric_limits<acc_t>::infinity();
+    for (int64_t t = 0; t < L; ++t)
+      if (bt.keep(t)) top = std::max(top, w[t]);
+    acc_t denom = 0;
+    for (int64_t t = 0; t < L; ++t) {
+      w[t] = bt.keep(t) ? std::exp(w[t] - top) : acc_t(0);
+      denom += w[t];
+    }
+    for (int64_t t = 0; t < L; ++t) w[t] /= denom;
+  }
+}
+
+// acc_h += weights_ht * x_t over the chunk's rows; acc is (H, D).
+template <typename T>
+void weighted_rows(const VectorPrimitives<T>& vp, const LamaBatch<at::opmath_type<T>>& bt,
+                   const PoolShape& s, const T* x, int64_t b, int64_t t0, int64_t t1,
+                   const at::opmath_type<T>* coef, at::opmath_type<T>* acc) {
+  using acc_t = at::opmath_type<T>;
+  std::fill(acc, acc + s.heads * s.dim, acc_t(0));
+  for (int64_t t = t0; t < t1; ++t) {
+    if (!bt.keep(t)) continue;
+    const T* row = x + (b * s.length + t) * s.dim;
+    for (int64_t h = 0; h < s.heads; ++h) {
+      const acc_t wt = coef[h * s.length + t];
+      if (wt != acc_t(0)) vp.axpy(acc + h * s.dim, wt, row, s.dim);
+    }
+  }
+}
+
+template <typename T>
+void forward_kernel(const PoolShape& s, const LamaOptions& o, const at::Tensor& x,
+                    const at::Tensor& p, const at::Tensor& q,
+                    const std::optional<at::Tensor>& mask, at::Tensor& pooled,
+                    at::Tensor& weights_out) {
+  using acc_t = at::opmath_type<T>;
+  const auto& vp = vector_primitives<T>();
+  const ChunkPlan plan = plan_chunks(s.batch, s.length);
+  const LamaScratch<acc_t> sc(s, plan, p, mask);
+  auto pooled_partial = at::empty({plan.items(), s.heads, s.dim}, p.options());
+  auto g_all = at::empty({s.batch, s.heads}, p.options());
+  const T* xp = x.data_ptr<T>();
+  acc_t* partial = pooled_partial.data_ptr<acc_t>();
+  const int64_t HD = s.heads * s.dim;
+
+  auto pass1 = [&](int64_t b, int64_t c, int64_t t0, int64_t t1) {
+    scan_context_and_u(vp, sc, s, xp, q.data_ptr<acc_t>(), b, c, t0, t1, [](const T*, int64_t) {});
+  };
+  auto scores = [&](int64_t b, int64_t, int64_t, int64_t) {
+    compute_scores(vp, sc, s, p.data_ptr<acc_t>(), o, plan, b, g_all.data_ptr<acc_t>() + b * s.heads);
+    const auto bt = sc.batch(b);
+    vp.store(weights_out.data_ptr<T>() + b * s.heads * s.length, bt.weights, s.heads * s.length);
+  };
+  auto pass2 = [&](int64_t b, int64_t c, int64_t t0, int64_t t1) {
+    weighted_rows(vp, sc.batch(b), s, xp, b, t0, t1, sc.batch(b).weights,
+                  partial + (b * plan.chunks + c) * HD);
+  };
+  auto finish = [&](int64_t b, int64_t, int64_t, int64_t) {
+    std::vector<acc_t> total(HD, acc_t(0));
+    for (int64_t c = 0; c < plan.chunks; ++c)
+      vp.axpy_acc(total.data(), acc_t(1), partial + (b * plan.chunks + c) * HD, HD);
+    vp.store(pooled.data_ptr<T>() + b * HD, total.data(), HD);
+  };
+  run_pipeline(plan, {{true, pass1}, {false, scores}, {true, pass2}, {false, finish}});
+}
+
+template <typename T>
+void backward_kernel(const PoolShape& s, const LamaOptions& o, const at::Tensor& dpooled,
+                     const at::Tensor& dweights, const at::Tensor& x, const at::Tensor& p,
+                     const at::Tensor& q, const std::optional<at::Tensor>& mask, at::Tensor& dx,
+                     const ChunkPlan& plan, at::Tensor& dp_batch, at::Tensor& dq_partial) {
+  using acc_t = at::opmath_type<T>;
+  const auto& vp = vector_primitives<T>();
+  const LamaScratch<acc_t> sc(s, plan, p, mask);
+  const int64_t H = s.heads, L = s.length, D = s.dim;
+  // dW_ht = dpooled_h . x_t + dweights_ht, then reused in place for du_ht.
+  auto grad_scores = at::empty({s.batch, H, L}, p.options());
+  auto dcontext = at::empty({s.batch, D}, p.options());
+  const T* xp = x.data_ptr<T>();
+  const acc_t* dy = dpooled.data_ptr<acc_t>();
+  const acc_t* qp = q.data_ptr<acc_t>();
+  const acc_t* pp = p.data_ptr<acc_t>();
+
+  auto pass1 = [&](int64_t b, int64_t c, int64_t t0, int64_t t1) {
+    acc_t* dw = grad_scores.data_ptr<acc_t>() + b * H * L;
+    const acc_t* dwt = dweights.data_ptr<acc_t>() + b * H * L;
+    for (int64_t t = t0; t < t1; ++t)
+      for (int64_t h = 0; h < H; ++h) dw[h * L + t] = 0;
+    scan_context_and_u(vp, sc, s, xp, qp, b, c, t0, t1, [&](const T* row, int64_t t) {
+      for (int64_t h = 0; h < H; ++h)
+        dw[h * L + t] = vp.dot(row, dy + (b * H + h) * D, D) + dwt[h * L + t];
+    });
+  };
+  auto chain = [&](int64_t b, int64_t, int64_t, int64_t) {
+    std::vector<acc_t> g(H), dg(H, acc_t(0));
+    compute_scores(vp, sc, s, pp, o, plan, b, g.data());
+    const auto bt = sc.batch(b);
+    acc_t* grad = grad_scores.data_ptr<acc_t>() + b * H * L;  // dW -> dS -> du, in place
+    if (o.normalize) {  // softmax backward per head over the kept rows
+      for (int64_t h = 0; h < H; ++h) {
+        acc_t r = 0;
+        for (int64_t t = 0; t < L; ++t) r += bt.weights[h * L + t] * grad[h * L + t];
+        for (int64_t t = 0; t < L; ++t) grad[h * L + t] = bt.weights[h * L + t] * (grad[h * L + t] - r);
+      }
+    }
+    for (int64_t t = 0; t < L; ++t) {
+      if (!bt.keep(t)) {
+        for (int64_t h = 0; h < H; ++h) grad[h * L + t] = 0;
+        continue;
+      }
+      // ahat = a / max(|a|, eps) over heads: recover |a| from the unnormalized activations.
+      acc_t sumsq = 0, ahat_dot_grad = 0;
+      for (int64_t h = 0; h < H; ++h) {
+        const acc_t a = activate(o.act, g[h] * bt.u[h * L + t]);
+        sumsq += a * a;
+        ahat_dot_grad += bt.ahat[h * L + t] * grad[h * L + t];
+      }
+      const acc_t norm = std::sqrt(sumsq);
+      const bool clamped = norm <= acc_t(o.eps);
+      const acc_t inv = acc_t(1) / (clamped ? acc_t(o.eps) : norm);
+      for (int64_t h = 0; h < H; ++h) {
+        const acc_t z = g[h] * bt.u[h * L + t];
+        const acc_t a = activate(o.act, z);
+        const acc_t da = clamped ? grad[h * L + t] * inv
+                                 : (grad[h * L + t] - bt.ahat[h * L + t] * ahat_dot_grad) * inv;
+        const acc_t dz = da * activation_grad(o.act, z, a);
+        dg[h] += dz * bt.u[h * L + t];
+        grad[h * L + t] = dz * g[h];  // du_ht
+      }
+    }
+    // g_h = p_h . c  ->  dp_h = dg_h c,  dc = sum_h dg_h p_h, spread over the kept rows.
+    acc_t* dpb = dp_batch.data_ptr<acc_t>() + b * H * D;
+    acc_t* dc = dcontext.data_ptr<acc_t>() + b * D;
+    std::fill(dpb, dpb + H * D, acc_t(0));
+    std::fill(dc, dc + D, acc_t(0));
+    const int64_t kept = sc.kept(b);
+    const acc_t inv_count = acc_t(1) / acc_t(kept > 0 ? kept : 1);
+    for (int64_t h = 0; h < H; ++h) {
+      vp.axpy_acc(dpb + h * D, dg[h], bt.context, D);
+      vp.axpy_acc(dc, dg[h] * inv_count, pp + h * D, D);
+    }
+  };
+  auto pass2 = [&](int64_t b, int64_t c, int64_t t0, int64_t t1) {
+    const auto bt = sc.batch(b);
+    const acc_t* du = grad_scores.data_ptr<acc_t>() + b * H * L;
+    acc_t* dq = dq_partial.data_ptr<acc_t>() + (b * plan.chunks + c) * H * D;
+    std::fill(dq, dq + H * D, acc_t(0));
+    std::vector<acc_t> row_grad(D);
+    for (int64_t t = t0; t < t1; ++t) {
+      T* dx_row = dx.data_ptr<T>() + (b * L + t) * D;
+      if (!bt.keep(t)) {
+        std::fill(dx_row, dx_row + D, T(0));
+        continue;
+      }
+      const T* row = xp + (b * L + t) * D;
+      std::copy(dcontext.data_ptr<acc_t>() + b * D, dcontext.data_ptr<acc_t>() + (b + 1) * D, row_grad.begin());
+      for (int64_t h = 0; h < H; ++h) {
+        vp.axpy_acc(row_grad.data(), bt.weights[h * L + t], dy + (b * H + h) * D, D);
+        vp.axpy_acc(row_grad.data(), du[h * L + t], qp + h * D, D);
+        vp.axpy(dq + h * D, du[h * L + t], row, D);
+      }
+      vp.store(dx_row, row_grad.data(), D);
+    }
+  };
+  run_pipeline(plan, {{true, pass1}, {false, chain}, {true, pass2}});
+}
+
+LamaOptions options(const std::string& activation, bool normalize, double eps) {
+  return {parse_activation(activation), normalize, eps};
+}
+
+std::tuple<at::Tensor, at::Tensor> lama_pool_cpu(const at::Tensor& x, const at::Tensor& p,
+                                                 const at::Tensor& q,
+                                                 const std::optional<at::Tensor>& mask,
+                                                 const std::string& activation, bool normalize,
+                                                 double eps) {
+  const PoolShape s = check_lama_pool(x, p, q, mask, eps);
+  const LamaOptions o = options(activation, normalize, eps);
+  const auto acc = accumulate_type(x);
+  const auto xc = x.contiguous();
+  const auto pc = p.to(acc).contiguous(), qc = q.to(acc).contiguous();
+  const auto m = contiguous_or_none(mask);
+  auto pooled = at::empty({s.batch, s.heads, s.dim}, x.options());
+  auto weights = at::empty({s.batch, s.heads, s.length}, x.options());
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "lama_pool_cpu", [&] {
+    forward_kernel<scalar_t>(s, o, xc, pc, qc, m, pooled, weights);
+  });
+  return {pooled, weights};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> lama_pool_backward_cpu(
+    const at::Tensor& grad_pooled, const at::Tensor& grad_weights, const at::Tensor& x,
+    const at::Tensor& p, const at::Tensor& q, const std::optional<at::Tensor>& mask,
+    const std::string& activation, bool normalize, double eps) {
+  const PoolShape s = check_lama_pool(x, p, q, mask, eps);
+  const LamaOptions o = options(activation, normalize, eps);
+  TORCH_CHECK(grad_pooled.sizes() == at::IntArrayRef({s.batch, s.heads, s.dim}),
+              "grad_pooled must have shape (", s.batch, ", ", s.heads, ", ", s.dim, "), got ",
+              grad_pooled.sizes());
+  TORCH_CHECK(grad_weights.sizes() == at::IntArrayRef({s.batch, s.heads, s.length}),
+              "grad_weights must have shape (", s.batch, ", ", s.heads, ", ", s.length, "), got ",
+              grad_weights.sizes());
+  const auto acc = accumulate_type(x);
+  const auto xc = x.contiguous();
+  const auto pc = p.to(acc).contiguous(), qc = q.to(acc).contiguous();
+  const auto m = contiguous_or_none(mask);
+  const auto dy = grad_pooled.to(acc).contiguous();
+  const auto dwt = grad_weights.to(acc).contiguous();
+  const ChunkPlan plan = plan_chunks(s.batch, s.length);
+  auto dx = at::empty_like(xc);
+  auto dp_batch = at::empty({s.batch, s.heads, s.dim}, pc.options());
+  auto dq_partial = at::empty({plan.items(), s.heads, s.dim}, pc.options());
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "lama_pool_backward_cpu", [&] {
+    backward_kernel<scalar_t>(s, o, dy, dwt, xc, pc, qc, m, dx, plan, dp_batch, dq_partial);
+  });
+  return {dx, dp_batch.sum(0).to(p.scalar_type()), dq_partial.sum(0).to(q.scalar_type())};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(seqops, CPU, m) {
+  m.impl("lama_pool", &lama_pool_cpu);
+  m.impl("lama_pool_backward", &lama_pool_backward_cpu);
+}
+
+}  // namespace seqops::cpu

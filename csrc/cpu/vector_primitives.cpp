@@ -1,0 +1,137 @@
+// Compiled once per CPU ISA with -DCPU_CAPABILITY=<ISA> (and that ISA's -m flags), so
+// at::vec::Vectorized is the ISA's real vector type and everything lands in its own namespace.
+#include "vector_primitives.h"
+
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <cmath>
+#include <limits>
+
+namespace seqops::cpu::CPU_CAPABILITY {
+namespace {
+
+using at::vec::Vectorized;
+
+template <typename T>
+using Acc = at::opmath_type<T>;
+
+// Loads min(count, lanes) elements of x as accumulator lanes (zero-filled past count).
+template <typename T>
+inline Vectorized<Acc<T>> load(const T* x, int64_t count) {
+  using V = Vectorized<Acc<T>>;
+  if constexpr (std::is_same_v<T, Acc<T>>) {
+    return count >= V::size() ? V::loadu(x) : V::loadu(x, count);
+  } else {
+    V out;
+    if (count >= V::size()) {
+      at::vec::load_to_float<T>(x, out);
+    } else {
+      T buf[V::size()] = {};
+      for (int64_t i = 0; i < count; ++i) buf[i] = x[i];
+      at::vec::load_to_float<T>(buf, out);
+    }
+    return out;
+  }
+}
+
+template <typename A>
+inline Vectorized<A> load_acc(const A* x, int64_t count) {
+  using V = Vectorized<A>;
+  return count >= V::size() ? V::loadu(x) : V::loadu(x, count);
+}
+
+template <typename A>
+inline void store_acc(A* y, const Vectorized<A>& v, int64_t count) {
+  if (count >= Vectorized<A>::size()) v.store(y);
+  else v.store(y, count);
+}
+
+// Dot product with four independent accumulators to hide FMA latency.
+template <typename X, typename A, typename LoadX>
+inline A dot_impl(const X* x, const A* v, int64_t n, LoadX load_x) {
+  using V = Vectorized<A>;
+  constexpr int64_t W = V::size();
+  V s0(0), s1(0), s2(0), s3(0);
+  int64_t i = 0;
+  for (; i + 4 * W <= n; i += 4 * W) {
+    s0 = at::vec::fmadd(load_x(x + i, W), V::loadu(v + i), s0);
+    s1 = at::vec::fmadd(load_x(x + i + W, W), V::loadu(v + i + W), s1);
+    s2 = at::vec::fmadd(load_x(x + i + 2 * W, W), V::loadu(v + i + 2 * W), s2);
+    s3 = at::vec::fmadd(load_x(x + i + 3 * W, W), V::loadu(v + i + 3 * W), s3);
+  }
+  for (; i < n; i += W) s0 = at::vec::fmadd(load_x(x + i, n - i), load_acc(v + i, n - i), s0);
+  return at::vec::vec_reduce_all<A>([](V a, V b) { return a + b; }, (s0 + s1) + (s2 + s3));
+}
+
+template <typename T>
+Acc<T> dot(const T* x, const Acc<T>* v, int64_t n) {
+  return dot_impl(x, v, n, [](const T* p, int64_t c) { return load(p, c); });
+}
+
+template <typename T>
+Acc<T> dot_acc(const Acc<T>* a, const Acc<T>* b, int64_t n) {
+  return dot_impl(a, b, n, [](const Acc<T>* p, int64_t c) { return load_acc(p, c); });
+}
+
+template <typename T>
+void axpy(Acc<T>* y, Acc<T> a, const T* x, int64_t n) {
+  using V = Vectorized<Acc<T>>;
+  const V va(a);
+  for (int64_t i = 0; i < n; i += V::size())
+    store_acc(y + i, at::vec::fmadd(va, load(x + i, n - i), load_acc(y + i, n - i)), n - i);
+}
+
+template <typename T>
+void axpy_acc(Acc<T>* y, Acc<T> a, const Acc<T>* x, int64_t n) {
+  using V = Vectorized<Acc<T>>;
+  const V va(a);
+  for (int64_t i = 0; i < n; i += V::size())
+    store_acc(y + i, at::vec::fmadd(va, load_acc(x + i, n - i), load_acc(y + i, n - i)), n - i);
+}
+
+template <typename T>
+void scale_axpy(Acc<T>* y, Acc<T> s, Acc<T> a, const T* x, int64_t n) {
+  using V = Vectorized<Acc<T>>;
+  const V vs(s), va(a);
+  for (int64_t i = 0; i < n; i += V::size())
+    store_acc(y + i, at::vec::fmadd(va, load(x + i, n - i), vs * load_acc(y + i, n - i)), n - i);
+}
+
+template <typename T>
+void max_update(Acc<T>* best, int64_t* index, const T* x, int64_t t, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const Acc<T> v = static_cast<Acc<T>>(x[i]);
+    const bool best_is_nan = best[i] != best[i];
+    if (!best_is_nan && (v > best[i] || v != v || index[i] < 0)) {
+      best[i] = v;
+      index[i] = t;
+    }
+  }
+}
+
+template <typename T>
+void store(T* out, const Acc<T>* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(y[i]);
+}
+
+template <typename T>
+void store_scaled(T* out, Acc<T> s, const Acc<T>* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(s * y[i]);
+}
+
+}  // namespace
+
+template <typename T>
+const VectorPrimitives<T>& primitives() {
+  static const VectorPrimitives<T> table{&dot<T>,       &dot_acc<T>,    &axpy<T>,
+                                         &axpy_acc<T>,  &scale_axpy<T>, &max_update<T>,
+                                         &store<T>,     &store_scaled<T>};
+  return table;
+}
+
+template const VectorPrimitives<float>& primitives();
+template const VectorPrimitives<double>& primitives();
+template const VectorPrimitives<c10::BFloat16>& primitives();
+
+}  // namespace seqops::cpu::CPU_CAPABILITY

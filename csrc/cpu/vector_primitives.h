@@ -1,0 +1,48 @@
+// BLAS-1 style row primitives that every CPU pooling kernel is built from. The op loops (in
+// seq_pool.cpp, lama_pool.cpp, ...) are plain C++; only these primitives are compiled once per
+// CPU ISA (vector_primitives.cpp, see setup.py) and chosen at run time.
+#pragma once
+#include <ATen/OpMathType.h>
+#include <c10/util/BFloat16.h>
+
+#include <cstdint>
+
+namespace seqops::cpu {
+
+// T is the storage type of x; acc_t (float, or double for double) holds accumulators.
+template <typename T>
+struct VectorPrimitives {
+  using acc_t = at::opmath_type<T>;
+  acc_t (*dot)(const T* x, const acc_t* v, int64_t n);                  // sum x*v
+  acc_t (*dot_acc)(const acc_t* a, const acc_t* b, int64_t n);          // sum a*b
+  void (*axpy)(acc_t* y, acc_t a, const T* x, int64_t n);               // y += a*x
+  void (*axpy_acc)(acc_t* y, acc_t a, const acc_t* x, int64_t n);       // y += a*x
+  void (*scale_axpy)(acc_t* y, acc_t s, acc_t a, const T* x, int64_t n);  // y = s*y + a*x
+  // best = max(best, x) elementwise, index = t where x wins (first on ties, NaN sticks).
+  void (*max_update)(acc_t* best, int64_t* index, const T* x, int64_t t, int64_t n);
+  void (*store)(T* out, const acc_t* y, int64_t n);                     // out = T(y)
+  void (*store_scaled)(T* out, acc_t s, const acc_t* y, int64_t n);     // out = T(s*y)
+};
+
+// One table per ISA namespace; the kernels ask for the active one.
+template <typename T>
+const VectorPrimitives<T>& vector_primitives();
+
+#define SEQOPS_DECLARE_ISA(ISA)                                      \
+  namespace ISA {                                                    \
+  template <typename T>                                              \
+  const VectorPrimitives<T>& primitives();                           \
+  extern template const VectorPrimitives<float>& primitives();       \
+  extern template const VectorPrimitives<double>& primitives();      \
+  extern template const VectorPrimitives<c10::BFloat16>& primitives(); \
+  }
+SEQOPS_DECLARE_ISA(DEFAULT)
+#ifdef CPU_ISA_AVX2
+SEQOPS_DECLARE_ISA(AVX2)
+#endif
+#ifdef CPU_ISA_AVX512
+SEQOPS_DECLARE_ISA(AVX512)
+#endif
+#undef SEQOPS_DECLARE_ISA
+
+}  // namespace seqops::cpu

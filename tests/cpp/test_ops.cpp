@@ -1,0 +1,60 @@
+// Calls every forward pooling op through the dispatcher from C++ (no Python) and compares it
+// with a float64 ATen computation. Exit status 0 only if every check passes.
+#include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+
+#include <iostream>
+#include <optional>
+#include <string>
+#include <tuple>
+
+namespace {
+
+int failures = 0, passes = 0;
+
+void expect_close(const char* what, const at::Tensor& got, const at::Tensor& want) {
+  const bool ok = at::allclose(got, want, 1e-10, 1e-10);
+  (ok ? passes : failures)++;
+  std::cout << (ok ? "PASS " : "FAIL ") << what << "\n";
+}
+
+using Pair = std::tuple<at::Tensor, at::Tensor>;
+using OptT = std::optional<at::Tensor>;
+
+}  // namespace
+
+int main() {
+  auto& dispatcher = c10::Dispatcher::singleton();
+  const auto opts = at::TensorOptions().dtype(at::kDouble);
+  const at::Tensor x = at::randn({3, 29, 12}, opts);
+  const at::Tensor w = at::randn({2, 12}, opts);
+  const at::Tensor mask = at::rand({3, 29}, opts) > 0.3;
+  const at::Tensor keep = mask.unsqueeze(1);  // (B, 1, L)
+
+  auto seq_pool = dispatcher.findSchemaOrThrow("seqops::seq_pool", "")
+                      .typed<Pair(const at::Tensor&, const at::Tensor&, const OptT&, const OptT&)>();
+  const auto [out, lse] = seq_pool.call(x, w, std::nullopt, mask);
+  const at::Tensor logits = at::einsum("bld,hd->bhl", {x, w}).masked_fill(keep.logical_not(), -INFINITY);
+  expect_close("seq_pool", out, at::matmul(at::softmax(logits, -1), x));
+  expect_close("seq_pool lse", lse, at::logsumexp(logits, -1));
+
+  auto masked_pool = dispatcher.findSchemaOrThrow("seqops::masked_pool", "")
+                         .typed<Pair(const at::Tensor&, const OptT&, const std::string&)>();
+  const at::Tensor m = mask.unsqueeze(-1).to(at::kDouble);
+  const at::Tensor sum = std::get<0>(masked_pool.call(x, mask, "sum"));
+  expect_close("masked_pool sum", sum, (x * m).sum(1));
+
+  auto lama_pool = dispatcher.findSchemaOrThrow("seqops::lama_pool", "")
+                       .typed<Pair(const at::Tensor&, const at::Tensor&, const at::Tensor&, const OptT&,
+                                   const std::string&, bool, double)>();
+  const at::Tensor q = at::randn({2, 12}, opts);
+  const auto [pooled, weights] = lama_pool.call(x, w, q, std::nullopt, "tanh", true, 1e-12);
+  const at::Tensor g = at::matmul(x.mean(1), w.t()).unsqueeze(-1);         // (B, H, 1)
+  const at::Tensor a = at::tanh(g * at::einsum("bld,hd->bhl", {x, q}));
+  const at::Tensor want_w = at::softmax(a / a.norm(2, {1}, true), -1);
+  expect_close("lama_pool weights", weights, want_w);
+  expect_close("lama_pool pooled", pooled, at::matmul(want_w, x));
+
+  std::cout << passes << " passed, " << failures << " failed\n";
+  return failures == 0 ? 0 : 1;
+}

@@ -1,0 +1,83 @@
+"""masked_pool: mean / max / sum against the float64 reference, edge cases, opcheck, errors."""
+import pytest
+import torch
+from conftest import DEVICES, LOW_PRECISION, assert_low_precision_close, noncontiguous, random_mask
+
+import seqops
+from seqops import reference
+
+MODES = ["mean", "max", "sum"]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("L", [1, 7, 97, 1025])
+@pytest.mark.parametrize("D", [1, 33, 300])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("masked", [False, True])
+def test_forward_backward_match_reference_float64(device, L, D, mode, masked):
+    x = torch.randn(3, L, D, dtype=torch.float64, device=device, requires_grad=True)
+    mask = random_mask(3, L, device) if masked else None
+    got = seqops.masked_pool(x, mask, mode)
+    want = reference.masked_pool(x, mask, mode)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    grad = torch.randn_like(got)
+    torch.testing.assert_close(torch.autograd.grad(got, x, grad)[0], torch.autograd.grad(want, x, grad)[0])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("mode", MODES)
+def test_gradcheck(device, mode):
+    x = torch.randn(2, 6, 5, dtype=torch.float64, device=device, requires_grad=True)
+    mask = torch.tensor([[1, 0, 1, 1, 0, 1], [0, 0, 0, 0, 0, 0]], dtype=torch.bool, device=device)
+    assert torch.autograd.gradcheck(lambda x: seqops.masked_pool(x, mask, mode), (x,))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_max_ties_nan_and_empty_rows(device):
+    x = torch.zeros(2, 4, 3, device=device, requires_grad=True)
+    mask = torch.tensor([[1, 1, 1, 1], [0, 0, 0, 0]], dtype=torch.bool, device=device)
+    out, index = torch.ops.seqops.masked_pool(x, mask, "max")
+    assert (index[0] == 0).all() and (index[1] == -1).all() and (out == 0).all()
+    out.sum().backward()
+    assert (x.grad[0, 0] == 1).all() and x.grad.sum() == 3  # ties: first position only
+    y = torch.tensor([[[1.0], [float("nan")], [3.0]]], device=device)
+    assert torch.isnan(seqops.masked_pool(y, None, "max")).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("mode", MODES)
+def test_noncontiguous_and_low_precision(device, mode):
+    x = torch.randn(2, 50, 16, dtype=torch.float64, device=device)
+    mask = random_mask(2, 50, device)
+    torch.testing.assert_close(seqops.masked_pool(noncontiguous(x), mask, mode), reference.masked_pool(x, mask, mode))
+    for dtype in LOW_PRECISION[device]:
+        xl = x.to(dtype)
+        kernel = seqops.masked_pool(xl, mask, mode)
+        assert kernel.dtype == dtype
+        assert_low_precision_close(kernel, reference.masked_pool(xl, mask, mode), reference.masked_pool(xl.double(), mask, mode), 1e-3)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck(device):
+    for mode in MODES:
+        for B, L, D, masked in [(2, 5, 3, False), (3, 70, 260, True)]:
+            x = torch.randn(B, L, D, device=device)
+            mask = random_mask(B, L, device) if masked else None
+            for rg in (False, True):
+                torch.library.opcheck(torch.ops.seqops.masked_pool.default, (x.clone().requires_grad_(rg), mask, mode))
+            out, index = torch.ops.seqops.masked_pool(x, mask, mode)
+            torch.library.opcheck(torch.ops.seqops.masked_pool_backward.default, (torch.randn_like(out), mask, index, L, mode))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_bad_inputs_raise_clear_errors(device):
+    x = torch.randn(2, 5, 4, device=device)
+    op = torch.ops.seqops.masked_pool
+    with pytest.raises(RuntimeError, match=r"mode must be one of 'mean', 'max', 'sum', got 'median'"):
+        op(x, None, "median")
+    with pytest.raises(RuntimeError, match=r"x must have 3 dimensions"):
+        op(x[0], None, "mean")
+    with pytest.raises(RuntimeError, match=r"mask must have shape \(batch, length\) = \(2, 5\), got \[5, 2\]"):
+        op(x, torch.ones(5, 2, dtype=torch.bool, device=device), "mean")
+    with pytest.raises(RuntimeError, match=r"got Long"):
+        op(x.long(), None, "sum")

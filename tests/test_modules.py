@@ -1,0 +1,140 @@
+"""seqops.nn pooling modules: compatibility with the originals, masks, compile, TorchScript."""
+import io
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import random_mask
+
+from seqops import reference
+from seqops.nn import CVTSeqPool, LAMA, LAMAEncoder, LAMAPooler, MeanSeqPool, SeqPool
+
+B, L, D, H = 3, 11, 16, 4
+
+
+def modules():
+    torch.manual_seed(0)
+    return {
+        "CVTSeqPool": CVTSeqPool(D),
+        "SeqPool": SeqPool(D, num_heads=H),
+        "MeanSeqPool": MeanSeqPool(),
+        "LAMA": LAMA(H, D),
+        "LAMAEncoder": LAMAEncoder(H, D, output_dim=7),
+        "LAMAEncoder-noproj": LAMAEncoder(H, D),
+        "LAMAPooler": LAMAPooler(H, D),
+    }
+
+
+OUT_SHAPES = {"CVTSeqPool": (B, D), "SeqPool": (B, H * D), "MeanSeqPool": (B, D), "LAMA": (B, H, L),
+              "LAMAEncoder": (B, 7), "LAMAEncoder-noproj": (B, H, D), "LAMAPooler": (B, H * D)}
+
+
+def test_cvt_seqpool_matches_original_formula_and_state_dict():
+    m = CVTSeqPool(D)
+    assert list(m.state_dict()) == ["pool.weight"] and m.pool.weight.shape == (1, D)
+    x = torch.randn(B, L, D)
+    original = torch.matmul(F.softmax(m.pool(x), dim=1).transpose(-1, -2), x).squeeze(-2)
+    torch.testing.assert_close(m(x), original)
+    with pytest.raises(ValueError, match="Expected input to have 3 axes. Got 2"):
+        m(x[0])
+    with pytest.raises(ValueError, match=r"Size of embedding dimension \(15\) did not match expected \(16\)"):
+        m(x[..., :15])
+
+
+def test_seqpool_with_bias_is_cct_attention_pool_and_masks():
+    m = SeqPool(D)
+    x = torch.randn(B, L, D)
+    cct = torch.matmul(F.softmax(F.linear(x, m.weight, m.bias), dim=1).transpose(-1, -2), x).squeeze(-2)
+    torch.testing.assert_close(m(x), cct)
+    mask = random_mask(B, L, "cpu")
+    torch.testing.assert_close(m(x, mask), reference.seq_pool(x, m.weight, m.bias, mask).flatten(1))
+
+
+def test_mean_seqpool_averages_the_sequence():
+    x = torch.randn(B, L, D)
+    mask = random_mask(B, L, "cpu")
+    torch.testing.assert_close(MeanSeqPool()(x), x.mean(1))
+    torch.testing.assert_close(MeanSeqPool()(x, mask), reference.masked_pool(x, mask, "mean"))
+
+
+def test_lama_loads_original_state_dict_and_matches_forward():
+    original = {"_p": torch.randn(D, H), "_q": torch.randn(D, H) / D ** 0.5}
+    m = LAMA(H, D)
+    m.load_state_dict(original)
+    x = torch.randn(B, L, D)
+    mask = random_mask(B, L, "cpu", fully_masked_row=False)
+    torch.testing.assert_close(m(x), reference.lama_original(x, original["_p"], original["_q"]))
+    torch.testing.assert_close(m(x, mask), reference.lama_original(x, original["_p"], original["_q"], mask))
+    enc = LAMAEncoder(H, D, output_dim=5)
+    enc.load_state_dict({"_attention._p": original["_p"], "_attention._q": original["_q"],
+                         "projection_layer.weight": torch.randn(5, H * D), "projection_layer.bias": torch.randn(5)})
+    weights = reference.lama_original(x, original["_p"], original["_q"], mask)
+    torch.testing.assert_close(enc(x, mask), enc.projection_layer((weights @ x).flatten(1)))
+
+
+@pytest.mark.parametrize("activation,name", [(None, "identity"), (torch.tanh, "tanh"), (F.relu, "relu"),
+                                             (torch.nn.Sigmoid(), "sigmoid"), ("relu", "relu")])
+def test_lama_activation_mapping(activation, name):
+    assert LAMA(2, 4, activation).activation == name
+
+
+def test_lama_rejects_unfusable_activation():
+    with pytest.raises(ValueError, match="has no fused kernel"):
+        LAMA(2, 4, F.gelu)
+
+
+@pytest.mark.parametrize("name", list(OUT_SHAPES))
+def test_shapes_gradients_and_masks(name):
+    m = modules()[name]
+    x = torch.randn(B, L, D, requires_grad=True)
+    mask = random_mask(B, L, "cpu")
+    out = m(x, mask)
+    assert out.shape == OUT_SHAPES[name]
+    out.square().sum().backward()
+    assert torch.isfinite(x.grad).all() and (x.grad[1] == 0).all()  # row 1 fully masked
+    for p in m.parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all()
+
+
+@pytest.mark.parametrize("name", list(OUT_SHAPES))
+def test_compile_fullgraph_matches_eager(name):
+    torch._dynamo.reset()
+    m = modules()[name]
+    x = torch.randn(B, L, D, requires_grad=True)
+    mask = random_mask(B, L, "cpu")
+    compiled = torch.compile(m, fullgraph=True, backend="aot_eager")
+    got, want = compiled(x, mask), m(x, mask)
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(torch.autograd.grad(got.sum(), x)[0], torch.autograd.grad(want.sum(), x)[0])
+
+
+@pytest.mark.parametrize("name", list(OUT_SHAPES))
+def test_torchscript_save_and_load(name):
+    m = modules()[name].eval()
+    scripted = torch.jit.script(m)
+    buf = io.BytesIO()
+    torch.jit.save(scripted, buf)
+    buf.seek(0)
+    loaded = torch.jit.load(buf)
+    x = torch.randn(B, L, D)
+    mask = random_mask(B, L, "cpu")
+    torch.testing.assert_close(loaded(x, mask), m(x, mask))
+    torch.testing.assert_close(loaded(x), m(x))
+
+
+def test_modules_accept_bfloat16_inputs_with_float32_parameters():
+    x = torch.randn(B, L, D, dtype=torch.bfloat16)
+    for name, m in modules().items():
+        if name == "LAMAEncoder":  # its Linear needs matching dtypes, as any nn.Linear does
+            continue
+        assert m(x).dtype == torch.bfloat16
+
+
+def test_autocast_matches_explicit_cast():
+    m = SeqPool(D, num_heads=2)
+    x = torch.randn(B, L, D)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = m(x)
+    assert got.dtype == torch.bfloat16
+    want = torch.ops.seqops.seq_pool(x.bfloat16(), m.weight.bfloat16(), m.bias.bfloat16(), None)[0].flatten(1)
+    torch.testing.assert_close(got, want)

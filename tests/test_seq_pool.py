@@ -1,0 +1,157 @@
+"""seq_pool: forward and gradients against the float64 reference, edge cases, opcheck, errors."""
+import pytest
+import torch
+from conftest import DEVICES, LOW_PRECISION, assert_low_precision_close, noncontiguous, random_mask
+
+import seqops
+from seqops import reference
+
+F64 = torch.float64
+
+
+def make_inputs(B, L, D, H, device, dtype=F64, per_batch=False, bias=True, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, L, D, generator=g, dtype=F64)
+    w = torch.randn(*((B,) if per_batch else ()), H, D, generator=g, dtype=F64) / D ** 0.5
+    b = torch.randn(*w.shape[:-1], generator=g, dtype=F64) if bias else None
+    to = lambda t: None if t is None else t.to(device=device, dtype=dtype)  # noqa: E731
+    return to(x), to(w), to(b)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("L", [1, 7, 97, 1025])
+@pytest.mark.parametrize("D,H", [(1, 1), (33, 1), (19, 3)])
+@pytest.mark.parametrize("per_batch", [False, True])
+@pytest.mark.parametrize("masked", [False, True])
+def test_forward_backward_match_reference_float64(device, L, D, H, per_batch, masked):
+    B = 1 if L == 1025 else 3  # B=1 exercises the split-sequence (chunked) path
+    x, w, b = make_inputs(B, L, D, H, device, per_batch=per_batch)
+    mask = random_mask(B, L, device) if masked else None
+    x, w, b = (t.requires_grad_() for t in (x, w, b))
+    out = seqops.seq_pool(x, w, b, mask)
+    ref = reference.seq_pool(x, w, b, mask)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad(out, (x, w, b), grad)
+    want = torch.autograd.grad(ref, (x, w, b), grad)
+    for g_got, g_want in zip(got, want):
+        torch.testing.assert_close(g_got, g_want, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_gradcheck(device):
+    x, w, b = make_inputs(2, 6, 5, 2, device)
+    mask = torch.tensor([[1, 1, 0, 1, 0, 1], [0, 0, 0, 0, 0, 0]], dtype=torch.bool, device=device)
+    for per_batch_w in (w, w.expand(2, 2, 5).contiguous()):
+        inputs = tuple(t.clone().requires_grad_() for t in (x, per_batch_w))
+        assert torch.autograd.gradcheck(lambda x, w: seqops.seq_pool(x, w, None, mask), inputs)
+    assert torch.autograd.gradcheck(lambda x, w, b: seqops.seq_pool(x, w, b), (x.requires_grad_(), w.requires_grad_(), b.requires_grad_()))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_fully_masked_rows_give_zeros_and_zero_grads(device):
+    x, w, b = make_inputs(3, 9, 8, 2, device)
+    mask = torch.zeros(3, 9, dtype=torch.bool, device=device)
+    mask[0, 3] = True
+    x.requires_grad_()
+    out, lse = torch.ops.seqops.seq_pool(x, w, b, mask)
+    assert torch.isfinite(out).all() and (out[1:] == 0).all()
+    assert torch.isneginf(lse[1:]).all() and torch.isfinite(lse[0]).all()
+    # One kept row: the pool returns exactly that row.
+    torch.testing.assert_close(out[0], x[0, 3].expand(2, 8))
+    out.sum().backward()
+    assert torch.isfinite(x.grad).all() and (x.grad[1:] == 0).all() and (x.grad[:, :3] == 0).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_noncontiguous_inputs(device):
+    x, w, b = make_inputs(2, 37, 12, 2, device, dtype=torch.float32)
+    mask = random_mask(2, 37, device)
+    want = seqops.seq_pool(x, w, b, mask)
+    x_nc, w_nc = noncontiguous(x), noncontiguous(w)
+    mask_nc = torch.stack([mask, mask], -1)[..., 0]
+    assert not x_nc.is_contiguous() and not w_nc.is_contiguous() and not mask_nc.is_contiguous()
+    torch.testing.assert_close(seqops.seq_pool(x_nc, w_nc, b, mask_nc), want)
+    x_slice = torch.randn(2, 37, 24, device=device)[..., ::2]
+    torch.testing.assert_close(seqops.seq_pool(x_slice, w, b), seqops.seq_pool(x_slice.contiguous(), w, b))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_float32_close_to_float64(device):
+    x, w, b = make_inputs(4, 300, 64, 2, device)
+    mask = random_mask(4, 300, device)
+    exact = reference.seq_pool(x, w, b, mask)
+    out = seqops.seq_pool(x.float(), w.float(), b.float(), mask)
+    torch.testing.assert_close(out.double(), exact, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype_index", [0, 1])
+def test_low_precision_rule(device, dtype_index):
+    dtypes = LOW_PRECISION[device]
+    if dtype_index >= len(dtypes):
+        pytest.skip(f"{device} has {len(dtypes)} low-precision dtype(s)")
+    dtype = dtypes[dtype_index]
+    x, w, b = make_inputs(3, 257, 48, 2, device)
+    mask = random_mask(3, 257, device)
+    xl, wl, bl = (t.to(dtype).requires_grad_() for t in (x, w, b))
+    exact_in = [t.detach().double().requires_grad_() for t in (xl, wl, bl)]
+    exact = reference.seq_pool(*exact_in, mask)
+    kernel = seqops.seq_pool(xl, wl, bl, mask)
+    eager = reference.seq_pool(xl, wl, bl, mask)
+    assert kernel.dtype == dtype
+    assert_low_precision_close(kernel, eager, exact, floor=1e-3)
+    grad = torch.randn_like(exact)
+    g_exact = torch.autograd.grad(exact, exact_in[:2], grad)
+    g_kernel = torch.autograd.grad(kernel, (xl, wl), grad.to(dtype))
+    g_eager = torch.autograd.grad(eager, (xl, wl), grad.to(dtype))
+    for k, e, x_ in zip(g_kernel, g_eager, g_exact):
+        assert_low_precision_close(k, e, x_, floor=1e-3)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck(device):
+    for B, L, D, H, per_batch, masked in [(2, 5, 3, 1, False, False), (3, 70, 9, 2, True, True), (1, 300, 4, 1, False, True)]:
+        x, w, b = make_inputs(B, L, D, H, device, dtype=torch.float32, per_batch=per_batch)
+        mask = random_mask(B, L, device) if masked else None
+        for rg in (False, True):
+            args = (x.clone().requires_grad_(rg), w.clone().requires_grad_(rg), b, mask)
+            torch.library.opcheck(torch.ops.seqops.seq_pool.default, args)
+        out, lse = torch.ops.seqops.seq_pool(x, w, b, mask)
+        torch.library.opcheck(torch.ops.seqops.seq_pool_backward.default, (torch.randn_like(out), x, w, b, mask, out, lse))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_deterministic(device):
+    x, w, b = make_inputs(1, 2000, 40, 2, device, dtype=torch.float32)
+    x.requires_grad_(), w.requires_grad_()
+    runs = []
+    for _ in range(2):
+        out = seqops.seq_pool(x, w, b)
+        runs.append((out, *torch.autograd.grad(out.sum(), (x, w))))
+    for a, c in zip(*runs):
+        assert torch.equal(a, c)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_bad_inputs_raise_clear_errors(device):
+    x, w, b = make_inputs(2, 5, 4, 2, device, dtype=torch.float32)
+    op = torch.ops.seqops.seq_pool
+    cases = [
+        ((x[0], w, b, None), r"x must have 3 dimensions \(batch, length, dim\), got 2"),
+        ((x, w[:, :3], b, None), r"weight.size\(1\) must equal dim of x = 4, got 3"),
+        ((x, w.unsqueeze(0).expand(3, 2, 4), b, None), r"weight.size\(0\) must equal batch of x = 2, got 3"),
+        ((x, w, b[:1], None), r"bias must have shape \[2\]"),
+        ((x, w.double(), b, None), r"weight must have the same dtype as x \(Float\), got Double"),
+        ((x, w, b, torch.ones(2, 5, device=device)), r"mask must be a bool tensor"),
+        ((x, w, b, torch.ones(2, 6, dtype=torch.bool, device=device)), r"mask must have shape \(batch, length\) = \(2, 5\)"),
+        ((x.long(), w.long(), None, None), r"x on (CPU|CUDA) must be .*float.*got Long"),
+        ((x[:, :0], w, b, None), r"x must have length >= 1"),
+        ((x, w.new_empty(0, 4), None, None), r"at least one head"),
+    ]
+    if device == "cpu":
+        cases.append(((x.half(), w.half(), None, None), r"x on CPU must be bfloat16, float32 or float64, got Half"))
+        cases.append(((x, w.to("meta"), b, None), r"weight must be on the same device as x"))
+    for args, pattern in cases:
+        with pytest.raises(RuntimeError, match=pattern):
+            op(*args)
