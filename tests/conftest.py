@@ -6,6 +6,10 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not HAS_CUDA, re
 
 # Low-precision dtypes each device supports (float32/float64 are checked everywhere).
 LOW_PRECISION = {"cpu": [torch.bfloat16], "cuda": [torch.float16, torch.bfloat16]}
+LOW_PRECISION_CASES = [
+    pytest.param(device, dtype, marks=pytest.mark.skipif(device == "cuda" and not HAS_CUDA, reason="no CUDA device"))
+    for device, dtypes in LOW_PRECISION.items() for dtype in dtypes
+]
 
 
 def random_mask(batch: int, length: int, device, fully_masked_row: bool = True) -> torch.Tensor:
@@ -32,3 +36,23 @@ def assert_low_precision_close(kernel: torch.Tensor, eager: torch.Tensor, exact:
     k_err = (kernel.double() - exact).abs().max().item()
     e_err = (eager.double() - exact).abs().max().item()
     assert k_err <= 2 * e_err + floor, f"kernel error {k_err:.3e} > 2 x eager error {e_err:.3e} + {floor}"
+
+
+def check_low_precision(kernel_fn, eager_fn, inputs, dtype, grad_inputs: int, floor: float = 1e-3):
+    """Runs kernel_fn and eager_fn on `inputs` cast to `dtype`, and the eager fn in float64;
+    outputs (a tensor or a tuple) and the gradients of the first `grad_inputs` inputs must
+    satisfy the low-precision rule."""
+    low = [t.to(dtype).requires_grad_(i < grad_inputs) for i, t in enumerate(inputs)]
+    exact_in = [t.detach().double().requires_grad_(i < grad_inputs) for i, t in enumerate(low)]
+    as_tuple = lambda out: out if isinstance(out, tuple) else (out,)  # noqa: E731
+    exact, kernel, eager = as_tuple(eager_fn(*exact_in)), as_tuple(kernel_fn(*low)), as_tuple(eager_fn(*low))
+    for k, e, x in zip(kernel, eager, exact):
+        assert k.dtype == dtype
+        assert_low_precision_close(k, e, x, floor)
+    grads = [torch.randn_like(t) for t in exact]
+    low_grads = [g.to(dtype) for g in grads]
+    g_exact = torch.autograd.grad(exact, exact_in[:grad_inputs], grads)
+    g_kernel = torch.autograd.grad(kernel, low[:grad_inputs], low_grads)
+    g_eager = torch.autograd.grad(eager, low[:grad_inputs], low_grads)
+    for k, e, x in zip(g_kernel, g_eager, g_exact):
+        assert_low_precision_close(k, e, x, floor)

@@ -1,7 +1,7 @@
 """lama_pool: forward and gradients against the float64 reference, edge cases, opcheck, errors."""
 import pytest
 import torch
-from conftest import DEVICES, LOW_PRECISION, assert_low_precision_close, noncontiguous, random_mask
+from conftest import DEVICES, LOW_PRECISION_CASES, check_low_precision, noncontiguous, random_mask
 
 import seqops
 from seqops import reference
@@ -93,29 +93,12 @@ def test_noncontiguous_inputs(device):
         torch.testing.assert_close(a, b)
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype_index", [0, 1])
-def test_low_precision_rule(device, dtype_index):
-    dtypes = LOW_PRECISION[device]
-    if dtype_index >= len(dtypes):
-        pytest.skip(f"{device} has {len(dtypes)} low-precision dtype(s)")
-    dtype = dtypes[dtype_index]
+@pytest.mark.parametrize("device,dtype", LOW_PRECISION_CASES)
+def test_low_precision_rule(device, dtype):
     x, p, q = make_inputs(3, 129, 40, 4, device)
     mask = random_mask(3, 129, device)
-    low = [t.to(dtype).requires_grad_() for t in (x, p, q)]
-    exact_in = [t.detach().double().requires_grad_() for t in low]
-    exact = reference.lama_pool(*exact_in, mask)
-    kernel = seqops.lama_pool(*low, mask)
-    eager = reference.lama_pool(*low, mask)
-    for k, e, x_ in zip(kernel, eager, exact):
-        assert k.dtype == dtype
-        assert_low_precision_close(k, e, x_, floor=1e-3)
-    grads = [torch.randn_like(t) for t in exact]
-    g_exact = torch.autograd.grad(exact, exact_in, grads)
-    g_kernel = torch.autograd.grad(kernel, low, [g.to(dtype) for g in grads])
-    g_eager = torch.autograd.grad(eager, low, [g.to(dtype) for g in grads])
-    for k, e, x_ in zip(g_kernel, g_eager, g_exact):
-        assert_low_precision_close(k, e, x_, floor=1e-3)
+    check_low_precision(lambda x, p, q: seqops.lama_pool(x, p, q, mask),
+                        lambda x, p, q: reference.lama_pool(x, p, q, mask), (x, p, q), dtype, grad_inputs=3)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -122,6 +122,18 @@ def test_torchscript_save_and_load(name):
     torch.testing.assert_close(loaded(x), m(x))
 
 
+@pytest.mark.parametrize("name", list(OUT_SHAPES))
+def test_empty_batch(name):
+    m = modules()[name]
+    x = torch.randn(0, L, D, requires_grad=True)
+    out = m(x, torch.ones(0, L, dtype=torch.bool))
+    assert out.shape == (0,) + OUT_SHAPES[name][1:]
+    out.sum().backward()
+    assert x.grad.shape == x.shape
+    for p in m.parameters():
+        assert p.grad is not None and (p.grad == 0).all()
+
+
 def test_modules_accept_bfloat16_inputs_with_float32_parameters():
     x = torch.randn(B, L, D, dtype=torch.bfloat16)
     for name, m in modules().items():

@@ -1,7 +1,7 @@
 """seq_pool: forward and gradients against the float64 reference, edge cases, opcheck, errors."""
 import pytest
 import torch
-from conftest import DEVICES, LOW_PRECISION, assert_low_precision_close, noncontiguous, random_mask
+from conftest import DEVICES, LOW_PRECISION_CASES, check_low_precision, noncontiguous, random_mask
 
 import seqops
 from seqops import reference
@@ -85,28 +85,12 @@ def test_float32_close_to_float64(device):
     torch.testing.assert_close(out.double(), exact, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype_index", [0, 1])
-def test_low_precision_rule(device, dtype_index):
-    dtypes = LOW_PRECISION[device]
-    if dtype_index >= len(dtypes):
-        pytest.skip(f"{device} has {len(dtypes)} low-precision dtype(s)")
-    dtype = dtypes[dtype_index]
+@pytest.mark.parametrize("device,dtype", LOW_PRECISION_CASES)
+def test_low_precision_rule(device, dtype):
     x, w, b = make_inputs(3, 257, 48, 2, device)
     mask = random_mask(3, 257, device)
-    xl, wl, bl = (t.to(dtype).requires_grad_() for t in (x, w, b))
-    exact_in = [t.detach().double().requires_grad_() for t in (xl, wl, bl)]
-    exact = reference.seq_pool(*exact_in, mask)
-    kernel = seqops.seq_pool(xl, wl, bl, mask)
-    eager = reference.seq_pool(xl, wl, bl, mask)
-    assert kernel.dtype == dtype
-    assert_low_precision_close(kernel, eager, exact, floor=1e-3)
-    grad = torch.randn_like(exact)
-    g_exact = torch.autograd.grad(exact, exact_in[:2], grad)
-    g_kernel = torch.autograd.grad(kernel, (xl, wl), grad.to(dtype))
-    g_eager = torch.autograd.grad(eager, (xl, wl), grad.to(dtype))
-    for k, e, x_ in zip(g_kernel, g_eager, g_exact):
-        assert_low_precision_close(k, e, x_, floor=1e-3)
+    check_low_precision(lambda x, w, b: seqops.seq_pool(x, w, b, mask),
+                        lambda x, w, b: reference.seq_pool(x, w, b, mask), (x, w, b), dtype, grad_inputs=2)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -22,7 +22,7 @@ struct ChunkPlan {
 inline ChunkPlan plan_chunks(int64_t batch, int64_t length, int64_t min_rows = 64) {
   const int64_t threads = at::get_num_threads();
   int64_t chunks = 1;
-  if (batch < 2 * threads) {
+  if (batch > 0 && batch < 2 * threads) {
     const int64_t want = (4 * threads + batch - 1) / batch;
     chunks = std::max<int64_t>(1, std::min(want, length / min_rows));
   }

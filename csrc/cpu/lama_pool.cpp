@@ -80,6 +80,7 @@ void scan_context_and_u(const VectorPrimitives<T>& vp, const LamaScratch<at::opm
   const auto bt = sc.batch(b);
   acc_t* csum = sc.context_partial(b, c);
   std::fill(csum, csum + s.dim, acc_t(0));
+  std::vector<acc_t> u_row(s.heads);
   for (int64_t t = t0; t < t1; ++t) {
     if (!bt.keep(t)) {
       for (int64_t h = 0; h < s.heads; ++h) bt.u[h * s.length + t] = 0;
@@ -87,7 +88,8 @@ void scan_context_and_u(const VectorPrimitives<T>& vp, const LamaScratch<at::opm
     }
     const T* row = x + (b * s.length + t) * s.dim;
     vp.axpy(csum, acc_t(1), row, s.dim);
-    for (int64_t h = 0; h < s.heads; ++h) bt.u[h * s.length + t] = vp.dot(row, q + h * s.dim, s.dim);
+    vp.dot_heads(row, q, s.heads, s.dim, u_row.data());
+    for (int64_t h = 0; h < s.heads; ++h) bt.u[h * s.length + t] = u_row[h];
     also(row, t);
   }
 }
@@ -134,21 +136,27 @@ void compute_scores(const VectorPrimitives<T>& vp, const LamaScratch<at::opmath_
   }
 }
 
-// acc_h += weights_ht * x_t over the chunk's rows; acc is (H, D).
+// acc_h += coef_ht * x_t over the chunk's kept rows, kMaxRows rows per sweep of acc (H, D).
 template <typename T>
 void weighted_rows(const VectorPrimitives<T>& vp, const LamaBatch<at::opmath_type<T>>& bt,
                    const PoolShape& s, const T* x, int64_t b, int64_t t0, int64_t t1,
                    const at::opmath_type<T>* coef, at::opmath_type<T>* acc) {
   using acc_t = at::opmath_type<T>;
   std::fill(acc, acc + s.heads * s.dim, acc_t(0));
+  const T* rows[kMaxRows];
+  std::vector<acc_t> block_coef(kMaxRows * s.heads);
+  int64_t n = 0;
+  auto flush = [&] {
+    if (n > 0) vp.axpy_rows(acc, s.heads, block_coef.data(), rows, n, s.dim);
+    n = 0;
+  };
   for (int64_t t = t0; t < t1; ++t) {
     if (!bt.keep(t)) continue;
-    const T* row = x + (b * s.length + t) * s.dim;
-    for (int64_t h = 0; h < s.heads; ++h) {
-      const acc_t wt = coef[h * s.length + t];
-      if (wt != acc_t(0)) vp.axpy(acc + h * s.dim, wt, row, s.dim);
-    }
+    rows[n] = x + (b * s.length + t) * s.dim;
+    for (int64_t h = 0; h < s.heads; ++h) block_coef[n * s.heads + h] = coef[h * s.length + t];
+    if (++n == kMaxRows) flush();
   }
+  flush();
 }
 
 template <typename T>
@@ -209,9 +217,10 @@ void backward_kernel(const PoolShape& s, const LamaOptions& o, const at::Tensor&
     const acc_t* dwt = dweights.data_ptr<acc_t>() + b * H * L;
     for (int64_t t = t0; t < t1; ++t)
       for (int64_t h = 0; h < H; ++h) dw[h * L + t] = 0;
+    std::vector<acc_t> dots(H);
     scan_context_and_u(vp, sc, s, xp, qp, b, c, t0, t1, [&](const T* row, int64_t t) {
-      for (int64_t h = 0; h < H; ++h)
-        dw[h * L + t] = vp.dot(row, dy + (b * H + h) * D, D) + dwt[h * L + t];
+      vp.dot_heads(row, dy + b * H * D, H, D, dots.data());
+      for (int64_t h = 0; h < H; ++h) dw[h * L + t] = dots[h] + dwt[h * L + t];
     });
   };
   auto chain = [&](int64_t b, int64_t, int64_t, int64_t) {
@@ -266,8 +275,7 @@ void backward_kernel(const PoolShape& s, const LamaOptions& o, const at::Tensor&
   auto pass2 = [&](int64_t b, int64_t c, int64_t t0, int64_t t1) {
     const auto bt = sc.batch(b);
     const acc_t* du = grad_scores.data_ptr<acc_t>() + b * H * L;
-    acc_t* dq = dq_partial.data_ptr<acc_t>() + (b * plan.chunks + c) * H * D;
-    std::fill(dq, dq + H * D, acc_t(0));
+    weighted_rows(vp, bt, s, xp, b, t0, t1, du, dq_partial.data_ptr<acc_t>() + (b * plan.chunks + c) * H * D);
     std::vector<acc_t> row_grad(D);
     for (int64_t t = t0; t < t1; ++t) {
       T* dx_row = dx.data_ptr<T>() + (b * L + t) * D;
@@ -275,12 +283,10 @@ void backward_kernel(const PoolShape& s, const LamaOptions& o, const at::Tensor&
         std::fill(dx_row, dx_row + D, T(0));
         continue;
       }
-      const T* row = xp + (b * L + t) * D;
       std::copy(dcontext.data_ptr<acc_t>() + b * D, dcontext.data_ptr<acc_t>() + (b + 1) * D, row_grad.begin());
       for (int64_t h = 0; h < H; ++h) {
         vp.axpy_acc(row_grad.data(), bt.weights[h * L + t], dy + (b * H + h) * D, D);
         vp.axpy_acc(row_grad.data(), du[h * L + t], qp + h * D, D);
-        vp.axpy(dq + h * D, du[h * L + t], row, D);
       }
       vp.store(dx_row, row_grad.data(), D);
     }

@@ -111,6 +111,39 @@ void max_update(Acc<T>* best, int64_t* index, const T* x, int64_t t, int64_t n) 
 }
 
 template <typename T>
+void dot_heads(const T* x, const Acc<T>* V, int64_t H, int64_t n, Acc<T>* out) {
+  using Vec = Vectorized<Acc<T>>;
+  constexpr int64_t kHeads = 4;
+  for (int64_t h0 = 0; h0 < H; h0 += kHeads) {
+    const int64_t hb = std::min(kHeads, H - h0);
+    Vec s[kHeads] = {Vec(0), Vec(0), Vec(0), Vec(0)};
+    for (int64_t i = 0; i < n; i += Vec::size()) {
+      const Vec xv = load(x + i, n - i);
+      for (int64_t k = 0; k < kHeads; ++k)
+        if (k < hb) s[k] = at::vec::fmadd(xv, load_acc(V + (h0 + k) * n + i, n - i), s[k]);
+    }
+    for (int64_t k = 0; k < hb; ++k)
+      out[h0 + k] = at::vec::vec_reduce_all<Acc<T>>([](Vec a, Vec b) { return a + b; }, s[k]);
+  }
+}
+
+template <typename T>
+void axpy_rows(Acc<T>* Y, int64_t H, const Acc<T>* coef, const T* const* rows, int64_t R, int64_t n) {
+  using Vec = Vectorized<Acc<T>>;
+  for (int64_t i = 0; i < n; i += Vec::size()) {
+    Vec xr[kMaxRows];
+    for (int64_t r = 0; r < kMaxRows; ++r)
+      if (r < R) xr[r] = load(rows[r] + i, n - i);
+    for (int64_t h = 0; h < H; ++h) {
+      Vec y = load_acc(Y + h * n + i, n - i);
+      for (int64_t r = 0; r < kMaxRows; ++r)
+        if (r < R) y = at::vec::fmadd(Vec(coef[r * H + h]), xr[r], y);
+      store_acc(Y + h * n + i, y, n - i);
+    }
+  }
+}
+
+template <typename T>
 void store(T* out, const Acc<T>* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(y[i]);
 }
@@ -124,9 +157,10 @@ void store_scaled(T* out, Acc<T> s, const Acc<T>* y, int64_t n) {
 
 template <typename T>
 const VectorPrimitives<T>& primitives() {
-  static const VectorPrimitives<T> table{&dot<T>,       &dot_acc<T>,    &axpy<T>,
-                                         &axpy_acc<T>,  &scale_axpy<T>, &max_update<T>,
-                                         &store<T>,     &store_scaled<T>};
+  static const VectorPrimitives<T> table{&dot<T>,        &dot_acc<T>,    &axpy<T>,
+                                         &axpy_acc<T>,   &scale_axpy<T>, &max_update<T>,
+                                         &dot_heads<T>,  &axpy_rows<T>,  &store<T>,
+                                         &store_scaled<T>};
   return table;
 }
 

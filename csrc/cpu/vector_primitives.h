@@ -10,6 +10,8 @@
 namespace seqops::cpu {
 
 // T is the storage type of x; acc_t (float, or double for double) holds accumulators.
+constexpr int64_t kMaxRows = 4;  // rows per axpy_rows call
+
 template <typename T>
 struct VectorPrimitives {
   using acc_t = at::opmath_type<T>;
@@ -20,6 +22,11 @@ struct VectorPrimitives {
   void (*scale_axpy)(acc_t* y, acc_t s, acc_t a, const T* x, int64_t n);  // y = s*y + a*x
   // best = max(best, x) elementwise, index = t where x wins (first on ties, NaN sticks).
   void (*max_update)(acc_t* best, int64_t* index, const T* x, int64_t t, int64_t n);
+  // out[h] = x . V_h for the H rows of V (H, n): each load of x serves several heads.
+  void (*dot_heads)(const T* x, const acc_t* V, int64_t H, int64_t n, acc_t* out);
+  // Y_h += sum_r coef[r * H + h] * rows[r] for Y (H, n) and R <= kMaxRows rows: each load and
+  // store of Y serves R rows.
+  void (*axpy_rows)(acc_t* Y, int64_t H, const acc_t* coef, const T* const* rows, int64_t R, int64_t n);
   void (*store)(T* out, const acc_t* y, int64_t n);                     // out = T(y)
   void (*store_scaled)(T* out, acc_t s, const acc_t* y, int64_t n);     // out = T(s*y)
 };
