@@ -57,6 +57,54 @@ PoolShape check_masked_pool(const at::Tensor& x, const std::optional<at::Tensor>
   return check_sequence(x, mask);
 }
 
+PoolShape check_seq_pool_backward(const at::Tensor& grad_out, const at::Tensor& x,
+                                  const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                                  const std::optional<at::Tensor>& mask, const at::Tensor& out,
+                                  const at::Tensor& lse) {
+  const PoolShape s = check_seq_pool(x, weight, bias, mask);
+  TORCH_CHECK(grad_out.sizes() == out.sizes() && out.sizes() == at::IntArrayRef({s.batch, s.heads, s.dim}),
+              "grad_out and out must have shape (batch, heads, dim) = (", s.batch, ", ", s.heads,
+              ", ", s.dim, "), got ", grad_out.sizes(), " and ", out.sizes());
+  TORCH_CHECK(lse.sizes() == at::IntArrayRef({s.batch, s.heads}), "lse must have shape (", s.batch,
+              ", ", s.heads, "), got ", lse.sizes());
+  for (auto [t, name] : {std::pair{&grad_out, "grad_out"}, std::pair{&out, "out"}, std::pair{&lse, "lse"}})
+    check_same_device(*t, name, x);
+  return s;
+}
+
+PoolShape check_lama_pool_backward(const at::Tensor& grad_pooled, const at::Tensor& grad_weights,
+                                   const at::Tensor& x, const at::Tensor& p, const at::Tensor& q,
+                                   const std::optional<at::Tensor>& mask, double eps) {
+  const PoolShape s = check_lama_pool(x, p, q, mask, eps);
+  TORCH_CHECK(grad_pooled.sizes() == at::IntArrayRef({s.batch, s.heads, s.dim}),
+              "grad_pooled must have shape (", s.batch, ", ", s.heads, ", ", s.dim, "), got ",
+              grad_pooled.sizes());
+  TORCH_CHECK(grad_weights.sizes() == at::IntArrayRef({s.batch, s.heads, s.length}),
+              "grad_weights must have shape (", s.batch, ", ", s.heads, ", ", s.length, "), got ",
+              grad_weights.sizes());
+  check_same_device(grad_pooled, "grad_pooled", x);
+  check_same_device(grad_weights, "grad_weights", x);
+  return s;
+}
+
+PoolShape check_masked_pool_backward(const at::Tensor& grad_out,
+                                     const std::optional<at::Tensor>& mask,
+                                     const at::Tensor& index, int64_t length, PoolMode mode) {
+  check_rank(grad_out, "grad_out", 2, "(batch, dim)");
+  check_floating_dtype(grad_out, "grad_out");
+  TORCH_CHECK(length >= 1, "length must be >= 1, got ", length);
+  const PoolShape s{grad_out.size(0), length, grad_out.size(1), 1};
+  check_mask(mask, grad_out, s.batch, s.length);
+  if (mode == PoolMode::Max) {
+    TORCH_CHECK(index.sizes() == grad_out.sizes() && index.scalar_type() == at::kLong,
+                "index must be an int64 tensor of shape ", grad_out.sizes(), ", got ",
+                index.scalar_type(), " ", index.sizes());
+    TORCH_CHECK(index.device() == grad_out.device(), "index must be on the same device as grad_out (",
+                grad_out.device(), "), got ", index.device());
+  }
+  return s;
+}
+
 PoolMode parse_pool_mode(const std::string& mode) {
   if (mode == "mean") return PoolMode::Mean;
   if (mode == "max") return PoolMode::Max;

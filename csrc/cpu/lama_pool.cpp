@@ -16,12 +16,6 @@
 namespace seqops::cpu {
 namespace {
 
-struct LamaOptions {
-  Activation act;
-  bool normalize;
-  double eps;
-};
-
 // Per-batch-element views of the scratch buffers, all (H, L) or (D) in the accumulate type.
 template <typename acc_t>
 struct LamaBatch {
@@ -136,27 +130,23 @@ void compute_scores(const VectorPrimitives<T>& vp, const LamaScratch<at::opmath_
   }
 }
 
-// acc_h += coef_ht * x_t over the chunk's kept rows, kMaxRows rows per sweep of acc (H, D).
+// acc_h = sum over the chunk's kept rows t of coef_ht * x_t; acc is (H, D), coef (H, L).
 template <typename T>
 void weighted_rows(const VectorPrimitives<T>& vp, const LamaBatch<at::opmath_type<T>>& bt,
                    const PoolShape& s, const T* x, int64_t b, int64_t t0, int64_t t1,
                    const at::opmath_type<T>* coef, at::opmath_type<T>* acc) {
   using acc_t = at::opmath_type<T>;
   std::fill(acc, acc + s.heads * s.dim, acc_t(0));
-  const T* rows[kMaxRows];
-  std::vector<acc_t> block_coef(kMaxRows * s.heads);
-  int64_t n = 0;
-  auto flush = [&] {
-    if (n > 0) vp.axpy_rows(acc, s.heads, block_coef.data(), rows, n, s.dim);
-    n = 0;
-  };
-  for (int64_t t = t0; t < t1; ++t) {
-    if (!bt.keep(t)) continue;
-    rows[n] = x + (b * s.length + t) * s.dim;
-    for (int64_t h = 0; h < s.heads; ++h) block_coef[n * s.heads + h] = coef[h * s.length + t];
-    if (++n == kMaxRows) flush();
-  }
-  flush();
+  std::vector<int64_t> kept;
+  kept.reserve(t1 - t0);
+  for (int64_t t = t0; t < t1; ++t)
+    if (bt.keep(t)) kept.push_back(t);
+  // Row blocks small enough to stay in L2 while every register tile of acc sweeps them.
+  constexpr int64_t kRowBlock = 32;
+  const int64_t n = static_cast<int64_t>(kept.size());
+  for (int64_t r = 0; r < n; r += kRowBlock)
+    vp.weighted_row_sum(acc, s.heads, coef, s.length, x + b * s.length * s.dim, s.dim,
+                        kept.data() + r, std::min(kRowBlock, n - r), s.dim);
 }
 
 template <typename T>
@@ -294,17 +284,13 @@ void backward_kernel(const PoolShape& s, const LamaOptions& o, const at::Tensor&
   run_pipeline(plan, {{true, pass1}, {false, chain}, {true, pass2}});
 }
 
-LamaOptions options(const std::string& activation, bool normalize, double eps) {
-  return {parse_activation(activation), normalize, eps};
-}
-
 std::tuple<at::Tensor, at::Tensor> lama_pool_cpu(const at::Tensor& x, const at::Tensor& p,
                                                  const at::Tensor& q,
                                                  const std::optional<at::Tensor>& mask,
                                                  const std::string& activation, bool normalize,
                                                  double eps) {
   const PoolShape s = check_lama_pool(x, p, q, mask, eps);
-  const LamaOptions o = options(activation, normalize, eps);
+  const LamaOptions o = parse_lama_options(activation, normalize, eps);
   const auto acc = accumulate_type(x);
   const auto xc = x.contiguous();
   const auto pc = p.to(acc).contiguous(), qc = q.to(acc).contiguous();
@@ -321,14 +307,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lama_pool_backward_cpu(
     const at::Tensor& grad_pooled, const at::Tensor& grad_weights, const at::Tensor& x,
     const at::Tensor& p, const at::Tensor& q, const std::optional<at::Tensor>& mask,
     const std::string& activation, bool normalize, double eps) {
-  const PoolShape s = check_lama_pool(x, p, q, mask, eps);
-  const LamaOptions o = options(activation, normalize, eps);
-  TORCH_CHECK(grad_pooled.sizes() == at::IntArrayRef({s.batch, s.heads, s.dim}),
-              "grad_pooled must have shape (", s.batch, ", ", s.heads, ", ", s.dim, "), got ",
-              grad_pooled.sizes());
-  TORCH_CHECK(grad_weights.sizes() == at::IntArrayRef({s.batch, s.heads, s.length}),
-              "grad_weights must have shape (", s.batch, ", ", s.heads, ", ", s.length, "), got ",
-              grad_weights.sizes());
+  const PoolShape s = check_lama_pool_backward(grad_pooled, grad_weights, x, p, q, mask, eps);
+  const LamaOptions o = parse_lama_options(activation, normalize, eps);
   const auto acc = accumulate_type(x);
   const auto xc = x.contiguous();
   const auto pc = p.to(acc).contiguous(), qc = q.to(acc).contiguous();

@@ -106,15 +106,7 @@ at::Tensor masked_pool_backward_cpu(const at::Tensor& grad_out,
                                     const at::Tensor& index, int64_t length,
                                     const std::string& mode_name) {
   const PoolMode mode = parse_pool_mode(mode_name);
-  check_rank(grad_out, "grad_out", 2, "(batch, dim)");
-  check_floating_dtype(grad_out, "grad_out");
-  TORCH_CHECK(length >= 1, "length must be >= 1, got ", length);
-  const PoolShape s{grad_out.size(0), length, grad_out.size(1), 1};
-  check_mask(mask, grad_out, s.batch, s.length);
-  if (mode == PoolMode::Max)
-    TORCH_CHECK(index.sizes() == grad_out.sizes() && index.scalar_type() == at::kLong,
-                "index must be an int64 tensor of shape ", grad_out.sizes(), ", got ",
-                index.scalar_type(), " ", index.sizes());
+  const PoolShape s = check_masked_pool_backward(grad_out, mask, index, length, mode);
   const auto g = grad_out.to(accumulate_type(grad_out)).contiguous();
   const auto m = contiguous_or_none(mask);
   const auto idx = index.contiguous();

@@ -170,12 +170,7 @@ std::tuple<at::Tensor, at::Tensor> seq_pool_backward_cpu(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
     const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& mask,
     const at::Tensor& out, const at::Tensor& lse) {
-  const PoolShape s = check_seq_pool(x, weight, bias, mask);
-  TORCH_CHECK(grad_out.sizes() == out.sizes() && out.sizes() == at::IntArrayRef({s.batch, s.heads, s.dim}),
-              "grad_out and out must have shape (batch, heads, dim) = (", s.batch, ", ", s.heads,
-              ", ", s.dim, "), got ", grad_out.sizes(), " and ", out.sizes());
-  TORCH_CHECK(lse.sizes() == at::IntArrayRef({s.batch, s.heads}), "lse must have shape (", s.batch,
-              ", ", s.heads, "), got ", lse.sizes());
+  const PoolShape s = check_seq_pool_backward(grad_out, x, weight, bias, mask, out, lse);
   const auto acc = accumulate_type(x);
   const auto xc = x.contiguous();
   const auto w = weight.to(acc).contiguous();

@@ -110,36 +110,86 @@ void max_update(Acc<T>* best, int64_t* index, const T* x, int64_t t, int64_t n) 
   }
 }
 
-template <typename T>
-void dot_heads(const T* x, const Acc<T>* V, int64_t H, int64_t n, Acc<T>* out) {
+// HB heads (a compile-time count, so the accumulators stay in registers) against one x.
+template <int HB, typename T>
+void dot_head_block(const T* x, const Acc<T>* V, int64_t n, Acc<T>* out) {
   using Vec = Vectorized<Acc<T>>;
-  constexpr int64_t kHeads = 4;
-  for (int64_t h0 = 0; h0 < H; h0 += kHeads) {
-    const int64_t hb = std::min(kHeads, H - h0);
-    Vec s[kHeads] = {Vec(0), Vec(0), Vec(0), Vec(0)};
-    for (int64_t i = 0; i < n; i += Vec::size()) {
-      const Vec xv = load(x + i, n - i);
-      for (int64_t k = 0; k < kHeads; ++k)
-        if (k < hb) s[k] = at::vec::fmadd(xv, load_acc(V + (h0 + k) * n + i, n - i), s[k]);
-    }
-    for (int64_t k = 0; k < hb; ++k)
-      out[h0 + k] = at::vec::vec_reduce_all<Acc<T>>([](Vec a, Vec b) { return a + b; }, s[k]);
+  Vec s0(0), s1(0), s2(0), s3(0);
+  for (int64_t i = 0; i < n; i += Vec::size()) {
+    const int64_t c = n - i;
+    const Vec xv = load(x + i, c);
+    s0 = at::vec::fmadd(xv, load_acc(V + i, c), s0);
+    if constexpr (HB > 1) s1 = at::vec::fmadd(xv, load_acc(V + n + i, c), s1);
+    if constexpr (HB > 2) s2 = at::vec::fmadd(xv, load_acc(V + 2 * n + i, c), s2);
+    if constexpr (HB > 3) s3 = at::vec::fmadd(xv, load_acc(V + 3 * n + i, c), s3);
   }
+  const auto sum = [](Vec a, Vec b) { return a + b; };
+  out[0] = at::vec::vec_reduce_all<Acc<T>>(sum, s0);
+  if constexpr (HB > 1) out[1] = at::vec::vec_reduce_all<Acc<T>>(sum, s1);
+  if constexpr (HB > 2) out[2] = at::vec::vec_reduce_all<Acc<T>>(sum, s2);
+  if constexpr (HB > 3) out[3] = at::vec::vec_reduce_all<Acc<T>>(sum, s3);
 }
 
 template <typename T>
-void axpy_rows(Acc<T>* Y, int64_t H, const Acc<T>* coef, const T* const* rows, int64_t R, int64_t n) {
+void dot_heads(const T* x, const Acc<T>* V, int64_t H, int64_t n, Acc<T>* out) {
+  int64_t h = 0;
+  for (; h + 4 <= H; h += 4) dot_head_block<4>(x, V + h * n, n, out + h);
+  switch (H - h) {
+    case 3: dot_head_block<3>(x, V + h * n, n, out + h); break;
+    case 2: dot_head_block<2>(x, V + h * n, n, out + h); break;
+    case 1: dot_head_block<1>(x, V + h * n, n, out + h); break;
+    default: break;
+  }
+}
+
+// A tile of HB heads x 2 vectors of Y held in registers while every row is accumulated.
+template <int HB, typename T>
+void weighted_row_sum_tile(Acc<T>* Y, int64_t n, int64_t i, const Acc<T>* coef, int64_t coef_stride,
+                           const T* x, int64_t x_stride, const int64_t* rows, int64_t R) {
   using Vec = Vectorized<Acc<T>>;
-  for (int64_t i = 0; i < n; i += Vec::size()) {
-    Vec xr[kMaxRows];
-    for (int64_t r = 0; r < kMaxRows; ++r)
-      if (r < R) xr[r] = load(rows[r] + i, n - i);
-    for (int64_t h = 0; h < H; ++h) {
-      Vec y = load_acc(Y + h * n + i, n - i);
-      for (int64_t r = 0; r < kMaxRows; ++r)
-        if (r < R) y = at::vec::fmadd(Vec(coef[r * H + h]), xr[r], y);
-      store_acc(Y + h * n + i, y, n - i);
+  constexpr int64_t W = Vec::size();
+  const int64_t c0 = n - i, c1 = n - i - W;  // c1 <= 0: the tile's second vector is unused
+  Vec a[HB][2];
+  for (int k = 0; k < HB; ++k) {
+    a[k][0] = load_acc(Y + k * n + i, c0);
+    a[k][1] = c1 > 0 ? load_acc(Y + k * n + i + W, c1) : Vec(0);
+  }
+  for (int64_t r = 0; r < R; ++r) {
+    const int64_t t = rows[r];
+    const T* row = x + t * x_stride + i;
+    const Vec x0 = load(row, c0);
+    const Vec x1 = c1 > 0 ? load(row + W, c1) : Vec(0);
+    for (int k = 0; k < HB; ++k) {
+      const Vec w(coef[k * coef_stride + t]);
+      a[k][0] = at::vec::fmadd(w, x0, a[k][0]);
+      a[k][1] = at::vec::fmadd(w, x1, a[k][1]);
     }
+  }
+  for (int k = 0; k < HB; ++k) {
+    store_acc(Y + k * n + i, a[k][0], c0);
+    if (c1 > 0) store_acc(Y + k * n + i + W, a[k][1], c1);
+  }
+}
+
+template <int HB, typename T>
+void weighted_row_sum_heads(Acc<T>* Y, int64_t n, const Acc<T>* coef, int64_t coef_stride,
+                            const T* x, int64_t x_stride, const int64_t* rows, int64_t R) {
+  for (int64_t i = 0; i < n; i += 2 * Vectorized<Acc<T>>::size())
+    weighted_row_sum_tile<HB>(Y, n, i, coef, coef_stride, x, x_stride, rows, R);
+}
+
+template <typename T>
+void weighted_row_sum(Acc<T>* Y, int64_t H, const Acc<T>* coef, int64_t coef_stride, const T* x,
+                      int64_t x_stride, const int64_t* rows, int64_t R, int64_t n) {
+  int64_t h = 0;
+  for (; h + 4 <= H; h += 4)
+    weighted_row_sum_heads<4>(Y + h * n, n, coef + h * coef_stride, coef_stride, x, x_stride, rows, R);
+  const Acc<T>* c = coef + h * coef_stride;
+  switch (H - h) {
+    case 3: weighted_row_sum_heads<3>(Y + h * n, n, c, coef_stride, x, x_stride, rows, R); break;
+    case 2: weighted_row_sum_heads<2>(Y + h * n, n, c, coef_stride, x, x_stride, rows, R); break;
+    case 1: weighted_row_sum_heads<1>(Y + h * n, n, c, coef_stride, x, x_stride, rows, R); break;
+    default: break;
   }
 }
 
@@ -159,7 +209,7 @@ template <typename T>
 const VectorPrimitives<T>& primitives() {
   static const VectorPrimitives<T> table{&dot<T>,        &dot_acc<T>,    &axpy<T>,
                                          &axpy_acc<T>,   &scale_axpy<T>, &max_update<T>,
-                                         &dot_heads<T>,  &axpy_rows<T>,  &store<T>,
+                                         &dot_heads<T>,  &weighted_row_sum<T>, &store<T>,
                                          &store_scaled<T>};
   return table;
 }

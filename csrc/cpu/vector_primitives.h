@@ -10,8 +10,6 @@
 namespace seqops::cpu {
 
 // T is the storage type of x; acc_t (float, or double for double) holds accumulators.
-constexpr int64_t kMaxRows = 4;  // rows per axpy_rows call
-
 template <typename T>
 struct VectorPrimitives {
   using acc_t = at::opmath_type<T>;
@@ -24,9 +22,10 @@ struct VectorPrimitives {
   void (*max_update)(acc_t* best, int64_t* index, const T* x, int64_t t, int64_t n);
   // out[h] = x . V_h for the H rows of V (H, n): each load of x serves several heads.
   void (*dot_heads)(const T* x, const acc_t* V, int64_t H, int64_t n, acc_t* out);
-  // Y_h += sum_r coef[r * H + h] * rows[r] for Y (H, n) and R <= kMaxRows rows: each load and
-  // store of Y serves R rows.
-  void (*axpy_rows)(acc_t* Y, int64_t H, const acc_t* coef, const T* const* rows, int64_t R, int64_t n);
+  // Y_h += sum_r coef[h * coef_stride + t_r] * x[t_r * x_stride : +n] over the R row indices
+  // t_r of `rows`, for Y (H, n): a register tile of Y stays in registers across all rows.
+  void (*weighted_row_sum)(acc_t* Y, int64_t H, const acc_t* coef, int64_t coef_stride,
+                           const T* x, int64_t x_stride, const int64_t* rows, int64_t R, int64_t n);
   void (*store)(T* out, const acc_t* y, int64_t n);                     // out = T(y)
   void (*store_scaled)(T* out, acc_t s, const acc_t* y, int64_t n);     // out = T(s*y)
 };
