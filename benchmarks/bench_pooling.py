@@ -2,8 +2,9 @@
 
     OMP_NUM_THREADS=2 python benchmarks/bench_pooling.py [--quick] [--device cpu|cuda] [--dtype float32]
 
-Effective bandwidth counts one read of x (the minimum traffic), so it is comparable with the
-machine's DRAM read bandwidth (~33 GB/s on the 2-core development box).
+Effective bandwidth counts one read of x (the minimum traffic). Each case also times `x.sum(1)`
+(one read of x by PyTorch) in the same interleaved run, as the machine's read ceiling right now:
+"fwd / read" near 1.0 means the op runs at memory speed.
 """
 import argparse
 import os
@@ -37,8 +38,8 @@ def bench_seq_pool(shape, dtype, device, repeats):
     x = torch.randn(B, L, D, dtype=dtype, device=device)
     w = torch.randn(1, D, dtype=dtype, device=device) * 0.02
     with torch.no_grad():
-        fwd = compare({"seqops": lambda: seqops.seq_pool(x, w), "eager": lambda: eager_seq_pool(x, w)},
-                      device, repeats)
+        fwd = compare({"seqops": lambda: seqops.seq_pool(x, w), "eager": lambda: eager_seq_pool(x, w),
+                       "read": lambda: x.sum(1)}, device, repeats)
     xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
     both = compare({"seqops": fwd_bwd(seqops.seq_pool, xg, wg), "eager": fwd_bwd(eager_seq_pool, xg, wg)},
                    device, max(3, repeats // 3))
@@ -59,7 +60,7 @@ def bench_lama(shape, heads, dtype, device, repeats):
     q = torch.randn(D, heads, dtype=dtype, device=device) / heads ** 0.5
     with torch.no_grad():
         fwd = compare({"seqops": lambda: seqops.lama_pool(x, p.t(), q.t()),
-                       "eager": lambda: eager_lama(x, p, q)}, device, repeats)
+                       "eager": lambda: eager_lama(x, p, q), "read": lambda: x.sum(1)}, device, repeats)
     xg, pg, qg = (t.clone().requires_grad_() for t in (x, p.t().contiguous(), q.t().contiguous()))
     # The original's backward always fails; the eager baseline with gradients is our reference.
     both = compare({"seqops": fwd_bwd(seqops.lama_pool, xg, pg, qg),
@@ -73,7 +74,8 @@ def bench_masked_mean(shape, dtype, device, repeats):
     mask = torch.rand(B, L, device=device) > 0.1
     with torch.no_grad():
         fwd = compare({"seqops": lambda: seqops.masked_pool(x, mask, "mean"),
-                       "eager": lambda: reference.masked_pool(x, mask, "mean")}, device, repeats)
+                       "eager": lambda: reference.masked_pool(x, mask, "mean"), "read": lambda: x.sum(1)},
+                      device, repeats)
     return fwd, None, x.numel() * x.element_size()
 
 
@@ -101,7 +103,8 @@ def main(argv=None):
     rows = []
     for name, shape, fwd, both, nbytes in cases:
         row = [name, "x".join(map(str, shape)), f"{fwd['seqops'] * 1e3:.2f}", f"{fwd['eager'] * 1e3:.2f}",
-               f"{fwd['eager'] / fwd['seqops']:.2f}x", f"{nbytes / fwd['seqops'] / 1e9:.1f}"]
+               f"{fwd['eager'] / fwd['seqops']:.2f}x", f"{nbytes / fwd['seqops'] / 1e9:.1f}",
+               f"{nbytes / fwd['read'] / 1e9:.1f}", f"{fwd['seqops'] / fwd['read']:.2f}"]
         if both is None:
             row += ["-", "-", "-"]
         else:
@@ -111,6 +114,7 @@ def main(argv=None):
     print(f"device={args.device} dtype={args.dtype} threads={threads} cpu_isa={torch.ops.seqops.cpu_isa()} "
           f"torch={torch.__version__}")
     print(markdown_table(["op", "B x L x D", "fwd ms", "eager fwd ms", "fwd speed-up", "fwd GB/s (x once)",
+                          "x.sum GB/s", "fwd / read",
                           "fwd+bwd ms", "eager fwd+bwd ms", "fwd+bwd speed-up"], rows))
 
 
