@@ -1,5 +1,6 @@
 """The `seqops` command. `seqops info` prints build and runtime facts."""
 import argparse
+import signal
 import sys
 
 import torch
@@ -30,6 +31,8 @@ def info() -> None:
 
 
 def main(argv=None) -> None:
+    # Behave like other command-line tools when the output is cut short (`seqops info | head`).
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     parser = argparse.ArgumentParser(prog="seqops", description="seqops command line")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="build and runtime facts: versions, CUDA archs, CPU ISA, registered ops")
