@@ -58,6 +58,12 @@ def test_every_isa_variant_gives_the_same_results(capability):
         "want = seqops.reference.seq_pool(x, w)\n"
         "assert torch.allclose(seqops.seq_pool(x, w), want, atol=1e-12)\n"
         "xb = x.bfloat16(); assert torch.allclose(seqops.masked_pool(xb, None, 'sum').double(), xb.double().sum(1), rtol=1e-2)\n"
+        "for act in ('tanh', 'relu', 'sigmoid'):\n"
+        "    for xs in (x, x.float()):\n"
+        "        got = seqops.lama_pool(xs, w.to(xs.dtype), w.to(xs.dtype), None, act)\n"
+        "        ref = seqops.reference.lama_pool(x, w, w, None, act)\n"
+        "        tol = 1e-10 if xs.dtype == torch.float64 else 1e-4\n"
+        "        assert all(torch.allclose(a.double(), b, atol=tol, rtol=tol) for a, b in zip(got, ref)), act\n"
     )
     r = run_python(code, ATEN_CPU_CAPABILITY=capability)
     assert r.returncode == 0, r.stderr

@@ -21,7 +21,9 @@ template <typename acc_t>
 struct LamaBatch {
   const bool* mask;  // (L) or nullptr
   acc_t* u;          // q_h . x_t
-  acc_t* ahat;       // act(g_h u_ht) normalized over heads
+  acc_t* act;        // a_ht = act(g_h u_ht)
+  acc_t* norm;       // (L) |a_:t| over heads
+  acc_t* ahat;       // a_ht / max(norm_t, eps)
   acc_t* weights;    // softmax_t(ahat) (normalize) or ahat, 0 where masked
   acc_t* context;    // (D) masked mean of x
   bool keep(int64_t t) const { return mask == nullptr || mask[t]; }
@@ -35,6 +37,8 @@ class LamaScratch {
       : s_(s), plan_(plan), mask_(mask) {
     const auto opt = like.options();
     u_ = at::empty({s.batch, s.heads, s.length}, opt);
+    act_ = at::empty({s.batch, s.heads, s.length}, opt);
+    norm_ = at::empty({s.batch, s.length}, opt);
     ahat_ = at::empty({s.batch, s.heads, s.length}, opt);
     weights_ = at::empty({s.batch, s.heads, s.length}, opt);
     context_ = at::empty({s.batch, s.dim}, opt);
@@ -43,7 +47,8 @@ class LamaScratch {
   LamaBatch<acc_t> batch(int64_t b) const {
     const int64_t hl = s_.heads * s_.length;
     return {mask_ ? mask_->data_ptr<bool>() + b * s_.length : nullptr,
-            u_.data_ptr<acc_t>() + b * hl, ahat_.data_ptr<acc_t>() + b * hl,
+            u_.data_ptr<acc_t>() + b * hl, act_.data_ptr<acc_t>() + b * hl,
+            norm_.data_ptr<acc_t>() + b * s_.length, ahat_.data_ptr<acc_t>() + b * hl,
             weights_.data_ptr<acc_t>() + b * hl, context_.data_ptr<acc_t>() + b * s_.dim};
   }
   acc_t* context_partial(int64_t b, int64_t c) const {
@@ -61,7 +66,7 @@ class LamaScratch {
   PoolShape s_;
   ChunkPlan plan_;
   std::optional<at::Tensor> mask_;
-  at::Tensor u_, ahat_, weights_, context_, context_partial_;
+  at::Tensor u_, act_, norm_, ahat_, weights_, context_, context_partial_;
 };
 
 // Pass 1 rows: masked sum of x into the chunk's context partial, u_ht for kept rows, and
@@ -102,31 +107,32 @@ void compute_scores(const VectorPrimitives<T>& vp, const LamaScratch<at::opmath_
   const acc_t inv_count = acc_t(1) / acc_t(kept > 0 ? kept : 1);
   for (int64_t d = 0; d < s.dim; ++d) bt.context[d] *= inv_count;
   for (int64_t h = 0; h < H; ++h) g[h] = vp.dot_acc(p + h * s.dim, bt.context, s.dim);
-  for (int64_t t = 0; t < L; ++t) {
-    acc_t sumsq = 0;
-    for (int64_t h = 0; h < H; ++h) {
-      const acc_t a = activate(o.act, g[h] * bt.u[h * L + t]);
-      bt.ahat[h * L + t] = a;
-      sumsq += a * a;
-    }
-    const acc_t inv_norm = acc_t(1) / std::max(std::sqrt(sumsq), acc_t(o.eps));
-    for (int64_t h = 0; h < H; ++h) {
-      bt.ahat[h * L + t] *= inv_norm;
-      bt.weights[h * L + t] = bt.keep(t) ? bt.ahat[h * L + t] : acc_t(0);
+  // Head-major passes over (H, L) so activations and exponentials run vectorized.
+  std::fill(bt.norm, bt.norm + L, acc_t(0));
+  for (int64_t h = 0; h < H; ++h) {
+    acc_t* a = bt.act + h * L;
+    for (int64_t t = 0; t < L; ++t) a[t] = g[h] * bt.u[h * L + t];
+    vp.activate(a, L, o.act);
+    for (int64_t t = 0; t < L; ++t) bt.norm[t] += a[t] * a[t];
+  }
+  for (int64_t t = 0; t < L; ++t) bt.norm[t] = std::sqrt(bt.norm[t]);
+  for (int64_t h = 0; h < H; ++h) {
+    for (int64_t t = 0; t < L; ++t) {
+      const acc_t ahat = bt.act[h * L + t] / std::max(bt.norm[t], acc_t(o.eps));
+      bt.ahat[h * L + t] = ahat;
+      bt.weights[h * L + t] = bt.keep(t) ? ahat : acc_t(0);
     }
   }
   if (!o.normalize || kept == 0) return;  // all-masked rows keep zero weights
+  constexpr acc_t kNegInf = -std::numeric_limits<acc_t>::infinity();
   for (int64_t h = 0; h < H; ++h) {
     acc_t* w = bt.weights + h * L;
-    acc_t top = -std::numeric_limits<acc_t>::infinity();
+    acc_t top = kNegInf;
     for (int64_t t = 0; t < L; ++t)
       if (bt.keep(t)) top = std::max(top, w[t]);
-    acc_t denom = 0;
-    for (int64_t t = 0; t < L; ++t) {
-      w[t] = bt.keep(t) ? std::exp(w[t] - top) : acc_t(0);
-      denom += w[t];
-    }
-    for (int64_t t = 0; t < L; ++t) w[t] /= denom;
+    for (int64_t t = 0; t < L; ++t) w[t] = bt.keep(t) ? w[t] - top : kNegInf;
+    const acc_t inv_denom = acc_t(1) / vp.exp_sum(w, L);
+    for (int64_t t = 0; t < L; ++t) w[t] *= inv_denom;
   }
 }
 
@@ -230,19 +236,15 @@ void backward_kernel(const PoolShape& s, const LamaOptions& o, const at::Tensor&
         for (int64_t h = 0; h < H; ++h) grad[h * L + t] = 0;
         continue;
       }
-      // ahat = a / max(|a|, eps) over heads: recover |a| from the unnormalized activations.
-      acc_t sumsq = 0, ahat_dot_grad = 0;
-      for (int64_t h = 0; h < H; ++h) {
-        const acc_t a = activate(o.act, g[h] * bt.u[h * L + t]);
-        sumsq += a * a;
-        ahat_dot_grad += bt.ahat[h * L + t] * grad[h * L + t];
-      }
-      const acc_t norm = std::sqrt(sumsq);
+      // ahat = a / max(|a|, eps) over heads.
+      acc_t ahat_dot_grad = 0;
+      for (int64_t h = 0; h < H; ++h) ahat_dot_grad += bt.ahat[h * L + t] * grad[h * L + t];
+      const acc_t norm = bt.norm[t];
       const bool clamped = norm <= acc_t(o.eps);
       const acc_t inv = acc_t(1) / (clamped ? acc_t(o.eps) : norm);
       for (int64_t h = 0; h < H; ++h) {
         const acc_t z = g[h] * bt.u[h * L + t];
-        const acc_t a = activate(o.act, z);
+        const acc_t a = bt.act[h * L + t];
         const acc_t da = clamped ? grad[h * L + t] * inv
                                  : (grad[h * L + t] - bt.ahat[h * L + t] * ahat_dot_grad) * inv;
         const acc_t dz = da * activation_grad(o.act, z, a);

@@ -194,6 +194,39 @@ void weighted_row_sum(Acc<T>* Y, int64_t H, const Acc<T>* coef, int64_t coef_str
 }
 
 template <typename T>
+void activate_inplace(Acc<T>* z, int64_t n, Activation act) {
+  using Vec = Vectorized<Acc<T>>;
+  if (act == Activation::Identity) return;
+  int64_t i = 0;
+  for (; i + Vec::size() <= n; i += Vec::size()) {
+    const Vec v = Vec::loadu(z + i);
+    Vec a;
+    switch (act) {
+      case Activation::Tanh: a = v.tanh(); break;
+      case Activation::Relu: a = at::vec::maximum(v, Vec(0)); break;
+      default: a = (Vec(1) + v.neg().exp()).reciprocal(); break;  // sigmoid
+    }
+    a.store(z + i);
+  }
+  for (; i < n; ++i) z[i] = activate(act, z[i]);
+}
+
+template <typename T>
+Acc<T> exp_sum(Acc<T>* z, int64_t n) {
+  using Vec = Vectorized<Acc<T>>;
+  Vec total(0);
+  int64_t i = 0;
+  for (; i + Vec::size() <= n; i += Vec::size()) {
+    const Vec e = Vec::loadu(z + i).exp();
+    e.store(z + i);
+    total = total + e;
+  }
+  Acc<T> sum = at::vec::vec_reduce_all<Acc<T>>([](Vec a, Vec b) { return a + b; }, total);
+  for (; i < n; ++i) sum += (z[i] = std::exp(z[i]));
+  return sum;
+}
+
+template <typename T>
 void store(T* out, const Acc<T>* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(y[i]);
 }
@@ -209,7 +242,8 @@ template <typename T>
 const VectorPrimitives<T>& primitives() {
   static const VectorPrimitives<T> table{&dot<T>,        &dot_acc<T>,    &axpy<T>,
                                          &axpy_acc<T>,   &scale_axpy<T>, &max_update<T>,
-                                         &dot_heads<T>,  &weighted_row_sum<T>, &store<T>,
+                                         &dot_heads<T>,  &weighted_row_sum<T>, &activate_inplace<T>,
+                                         &exp_sum<T>,    &store<T>,
                                          &store_scaled<T>};
   return table;
 }

@@ -7,6 +7,8 @@
 
 #include <cstdint>
 
+#include "seqops/activation.h"
+
 namespace seqops::cpu {
 
 // T is the storage type of x; acc_t (float, or double for double) holds accumulators.
@@ -26,6 +28,8 @@ struct VectorPrimitives {
   // t_r of `rows`, for Y (H, n): a register tile of Y stays in registers across all rows.
   void (*weighted_row_sum)(acc_t* Y, int64_t H, const acc_t* coef, int64_t coef_stride,
                            const T* x, int64_t x_stride, const int64_t* rows, int64_t R, int64_t n);
+  void (*activate)(acc_t* z, int64_t n, Activation act);               // z = act(z)
+  acc_t (*exp_sum)(acc_t* z, int64_t n);                                // z = exp(z), returns sum
   void (*store)(T* out, const acc_t* y, int64_t n);                     // out = T(y)
   void (*store_scaled)(T* out, acc_t s, const acc_t* y, int64_t n);     // out = T(s*y)
 };
