@@ -1,7 +1,18 @@
+import os
+
 import pytest
 import torch
 
 HAS_CUDA = torch.cuda.is_available()
+
+
+SEED = int(os.environ.get("SEQOPS_TEST_SEED", "0"))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    """Every test draws the same random data on every run; SEQOPS_TEST_SEED varies it."""
+    torch.manual_seed(SEED)
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device"))]
 
 # Low-precision dtypes each device supports (float32/float64 are checked everywhere).

@@ -86,8 +86,7 @@ void scan_context_and_u(const VectorPrimitives<T>& vp, const LamaScratch<at::opm
       continue;
     }
     const T* row = x + (b * s.length + t) * s.dim;
-    vp.axpy(csum, acc_t(1), row, s.dim);
-    vp.dot_heads(row, q, s.heads, s.dim, u_row.data());
+    vp.dot_heads(row, q, s.heads, s.dim, u_row.data(), csum);  // also csum += row
     for (int64_t h = 0; h < s.heads; ++h) bt.u[h * s.length + t] = u_row[h];
     also(row, t);
   }
@@ -215,7 +214,7 @@ void backward_kernel(const PoolShape& s, const LamaOptions& o, const at::Tensor&
       for (int64_t h = 0; h < H; ++h) dw[h * L + t] = 0;
     std::vector<acc_t> dots(H);
     scan_context_and_u(vp, sc, s, xp, qp, b, c, t0, t1, [&](const T* row, int64_t t) {
-      vp.dot_heads(row, dy + b * H * D, H, D, dots.data());
+      vp.dot_heads(row, dy + b * H * D, H, D, dots.data(), nullptr);
       for (int64_t h = 0; h < H; ++h) dw[h * L + t] = dots[h] + dwt[h * L + t];
     });
   };

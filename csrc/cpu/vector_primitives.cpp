@@ -110,14 +110,16 @@ void max_update(Acc<T>* best, int64_t* index, const T* x, int64_t t, int64_t n) 
   }
 }
 
-// HB heads (a compile-time count, so the accumulators stay in registers) against one x.
-template <int HB, typename T>
-void dot_head_block(const T* x, const Acc<T>* V, int64_t n, Acc<T>* out) {
+// HB heads (a compile-time count, so the accumulators stay in registers) against one x;
+// kSum also adds x into row_sum while x is in registers.
+template <int HB, bool kSum, typename T>
+void dot_head_block(const T* x, const Acc<T>* V, int64_t n, Acc<T>* out, Acc<T>* row_sum) {
   using Vec = Vectorized<Acc<T>>;
   Vec s0(0), s1(0), s2(0), s3(0);
   for (int64_t i = 0; i < n; i += Vec::size()) {
     const int64_t c = n - i;
     const Vec xv = load(x + i, c);
+    if constexpr (kSum) store_acc(row_sum + i, load_acc(row_sum + i, c) + xv, c);
     s0 = at::vec::fmadd(xv, load_acc(V + i, c), s0);
     if constexpr (HB > 1) s1 = at::vec::fmadd(xv, load_acc(V + n + i, c), s1);
     if constexpr (HB > 2) s2 = at::vec::fmadd(xv, load_acc(V + 2 * n + i, c), s2);
@@ -130,14 +132,21 @@ void dot_head_block(const T* x, const Acc<T>* V, int64_t n, Acc<T>* out) {
   if constexpr (HB > 3) out[3] = at::vec::vec_reduce_all<Acc<T>>(sum, s3);
 }
 
+template <int HB, typename T>
+void dot_head_block_maybe_sum(const T* x, const Acc<T>* V, int64_t n, Acc<T>* out, Acc<T>* row_sum) {
+  if (row_sum) dot_head_block<HB, true>(x, V, n, out, row_sum);
+  else dot_head_block<HB, false>(x, V, n, out, row_sum);
+}
+
 template <typename T>
-void dot_heads(const T* x, const Acc<T>* V, int64_t H, int64_t n, Acc<T>* out) {
+void dot_heads(const T* x, const Acc<T>* V, int64_t H, int64_t n, Acc<T>* out, Acc<T>* row_sum) {
   int64_t h = 0;
-  for (; h + 4 <= H; h += 4) dot_head_block<4>(x, V + h * n, n, out + h);
+  for (; h + 4 <= H; h += 4, row_sum = nullptr)  // only the first sweep adds into row_sum
+    dot_head_block_maybe_sum<4>(x, V + h * n, n, out + h, row_sum);
   switch (H - h) {
-    case 3: dot_head_block<3>(x, V + h * n, n, out + h); break;
-    case 2: dot_head_block<2>(x, V + h * n, n, out + h); break;
-    case 1: dot_head_block<1>(x, V + h * n, n, out + h); break;
+    case 3: dot_head_block_maybe_sum<3>(x, V + h * n, n, out + h, row_sum); break;
+    case 2: dot_head_block_maybe_sum<2>(x, V + h * n, n, out + h, row_sum); break;
+    case 1: dot_head_block_maybe_sum<1>(x, V + h * n, n, out + h, row_sum); break;
     default: break;
   }
 }

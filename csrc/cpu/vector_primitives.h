@@ -22,8 +22,9 @@ struct VectorPrimitives {
   void (*scale_axpy)(acc_t* y, acc_t s, acc_t a, const T* x, int64_t n);  // y = s*y + a*x
   // best = max(best, x) elementwise, index = t where x wins (first on ties, NaN sticks).
   void (*max_update)(acc_t* best, int64_t* index, const T* x, int64_t t, int64_t n);
-  // out[h] = x . V_h for the H rows of V (H, n): each load of x serves several heads.
-  void (*dot_heads)(const T* x, const acc_t* V, int64_t H, int64_t n, acc_t* out);
+  // out[h] = x . V_h for the H rows of V (H, n): each load of x serves several heads. With a
+  // non-null row_sum, also row_sum += x in the same sweep.
+  void (*dot_heads)(const T* x, const acc_t* V, int64_t H, int64_t n, acc_t* out, acc_t* row_sum);
   // Y_h += sum_r coef[h * coef_stride + t_r] * x[t_r * x_stride : +n] over the R row indices
   // t_r of `rows`, for Y (H, n): a register tile of Y stays in registers across all rows.
   void (*weighted_row_sum)(acc_t* Y, int64_t H, const acc_t* coef, int64_t coef_stride,
