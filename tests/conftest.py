@@ -4,15 +4,7 @@ import pytest
 import torch
 
 HAS_CUDA = torch.cuda.is_available()
-
-
 SEED = int(os.environ.get("SEQOPS_TEST_SEED", "0"))
-
-
-@pytest.fixture(autouse=True)
-def _seed():
-    """Every test draws the same random data on every run; SEQOPS_TEST_SEED varies it."""
-    torch.manual_seed(SEED)
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device"))]
 
 # Low-precision dtypes each device supports (float32/float64 are checked everywhere).
@@ -21,6 +13,12 @@ LOW_PRECISION_CASES = [
     pytest.param(device, dtype, marks=pytest.mark.skipif(device == "cuda" and not HAS_CUDA, reason="no CUDA device"))
     for device, dtypes in LOW_PRECISION.items() for dtype in dtypes
 ]
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    """Every test draws the same random data on every run; SEQOPS_TEST_SEED varies it."""
+    torch.manual_seed(SEED)
 
 
 def random_mask(batch: int, length: int, device, fully_masked_row: bool = True) -> torch.Tensor:

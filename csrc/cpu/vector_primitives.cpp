@@ -6,6 +6,7 @@
 #include <ATen/cpu/vec/vec.h>
 
 #include <cmath>
+#include <type_traits>
 #include <limits>
 
 namespace seqops::cpu::CPU_CAPABILITY {
@@ -132,23 +133,27 @@ void dot_head_block(const T* x, const Acc<T>* V, int64_t n, Acc<T>* out, Acc<T>*
   if constexpr (HB > 3) out[3] = at::vec::vec_reduce_all<Acc<T>>(sum, s3);
 }
 
-template <int HB, typename T>
-void dot_head_block_maybe_sum(const T* x, const Acc<T>* V, int64_t n, Acc<T>* out, Acc<T>* row_sum) {
-  if (row_sum) dot_head_block<HB, true>(x, V, n, out, row_sum);
-  else dot_head_block<HB, false>(x, V, n, out, row_sum);
+// Calls f(HB, h) over the heads in blocks of HB <= 4 (HB a compile-time constant), so each
+// primitive below writes its per-block kernel once.
+template <typename F>
+inline void for_head_blocks(int64_t H, F f) {
+  int64_t h = 0;
+  for (; h + 4 <= H; h += 4) f(std::integral_constant<int, 4>{}, h);
+  switch (H - h) {
+    case 3: f(std::integral_constant<int, 3>{}, h); break;
+    case 2: f(std::integral_constant<int, 2>{}, h); break;
+    case 1: f(std::integral_constant<int, 1>{}, h); break;
+    default: break;
+  }
 }
 
 template <typename T>
 void dot_heads(const T* x, const Acc<T>* V, int64_t H, int64_t n, Acc<T>* out, Acc<T>* row_sum) {
-  int64_t h = 0;
-  for (; h + 4 <= H; h += 4, row_sum = nullptr)  // only the first sweep adds into row_sum
-    dot_head_block_maybe_sum<4>(x, V + h * n, n, out + h, row_sum);
-  switch (H - h) {
-    case 3: dot_head_block_maybe_sum<3>(x, V + h * n, n, out + h, row_sum); break;
-    case 2: dot_head_block_maybe_sum<2>(x, V + h * n, n, out + h, row_sum); break;
-    case 1: dot_head_block_maybe_sum<1>(x, V + h * n, n, out + h, row_sum); break;
-    default: break;
-  }
+  for_head_blocks(H, [&](auto hb, int64_t h) {
+    // Only the first block's sweep adds x into row_sum.
+    if (h == 0 && row_sum) dot_head_block<decltype(hb)::value, true>(x, V, n, out, row_sum);
+    else dot_head_block<decltype(hb)::value, false>(x, V + h * n, n, out + h, nullptr);
+  });
 }
 
 // A tile of HB heads x 2 vectors of Y held in registers while every row is accumulated.
@@ -180,26 +185,13 @@ void weighted_row_sum_tile(Acc<T>* Y, int64_t n, int64_t i, const Acc<T>* coef, 
   }
 }
 
-template <int HB, typename T>
-void weighted_row_sum_heads(Acc<T>* Y, int64_t n, const Acc<T>* coef, int64_t coef_stride,
-                            const T* x, int64_t x_stride, const int64_t* rows, int64_t R) {
-  for (int64_t i = 0; i < n; i += 2 * Vectorized<Acc<T>>::size())
-    weighted_row_sum_tile<HB>(Y, n, i, coef, coef_stride, x, x_stride, rows, R);
-}
-
 template <typename T>
 void weighted_row_sum(Acc<T>* Y, int64_t H, const Acc<T>* coef, int64_t coef_stride, const T* x,
                       int64_t x_stride, const int64_t* rows, int64_t R, int64_t n) {
-  int64_t h = 0;
-  for (; h + 4 <= H; h += 4)
-    weighted_row_sum_heads<4>(Y + h * n, n, coef + h * coef_stride, coef_stride, x, x_stride, rows, R);
-  const Acc<T>* c = coef + h * coef_stride;
-  switch (H - h) {
-    case 3: weighted_row_sum_heads<3>(Y + h * n, n, c, coef_stride, x, x_stride, rows, R); break;
-    case 2: weighted_row_sum_heads<2>(Y + h * n, n, c, coef_stride, x, x_stride, rows, R); break;
-    case 1: weighted_row_sum_heads<1>(Y + h * n, n, c, coef_stride, x, x_stride, rows, R); break;
-    default: break;
-  }
+  for_head_blocks(H, [&](auto hb, int64_t h) {
+    for (int64_t i = 0; i < n; i += 2 * Vectorized<Acc<T>>::size())
+      weighted_row_sum_tile<decltype(hb)::value>(Y + h * n, n, i, coef + h * coef_stride, coef_stride, x, x_stride, rows, R);
+  });
 }
 
 template <typename T>
