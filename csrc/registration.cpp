@@ -35,6 +35,27 @@ TORCH_LIBRARY(seqops, m) {
   m.def("masked_pool(Tensor x, Tensor? mask=None, str mode='mean') -> (Tensor out, Tensor index)");
   m.def("masked_pool_backward(Tensor grad_out, Tensor? mask, Tensor index, int length, str mode)"
         " -> Tensor");
+  // Fused attention with an in-kernel score term (see csrc/include/seqops/attention.h for the
+  // exact math): returns out (B, Hq, Lq, dv) and lse (B, Hq, Lq), the log-sum-exp of each
+  // query's logits (-inf for a query that sees no key). dropout_rng is a CPU int64 (seed,
+  // offset) pair, drawn from torch's generator by seqops.ops.attention so torch.manual_seed
+  // reproduces the dropout mask and the backward regenerates it.
+#define SEQOPS_ATTENTION_OPTIONS                                                              \
+  "Tensor? key_padding_mask=None, bool causal=False, float? scale=None, float dropout_p=0.0, " \
+  "Tensor? dropout_rng=None, Tensor? bias=None, Tensor? t5_table=None, "                     \
+  "bool t5_bidirectional=True, int t5_max_distance=128, Tensor? alibi_slopes=None, "         \
+  "Tensor? rel_keys=None, Tensor? rel_scores=None, Tensor? content_bias=None, "              \
+  "Tensor? position_bias=None, int? rel_zero=None, int? query_offset=None"
+  m.def("attention(Tensor q, Tensor k, Tensor v, " SEQOPS_ATTENTION_OPTIONS
+        ") -> (Tensor out, Tensor lse)");
+  // Recompute-based backward. Gradients of absent tensors come back empty; grad_bias is
+  // computed only when bias_grad (it costs a (B, Hq, Lq, Lk) buffer).
+  m.def("attention_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, "
+        "Tensor lse, bool bias_grad, " SEQOPS_ATTENTION_OPTIONS
+        ") -> (Tensor grad_q, Tensor grad_k, Tensor grad_v, Tensor grad_bias, "
+        "Tensor grad_t5_table, Tensor grad_alibi_slopes, Tensor grad_rel_keys, "
+        "Tensor grad_rel_scores, Tensor grad_content_bias, Tensor grad_position_bias)");
+#undef SEQOPS_ATTENTION_OPTIONS
   // Build facts for `seqops info`.
   m.def("cpu_isa() -> str", [] { return seqops::cpu_isa_name(); });
 }

@@ -175,4 +175,16 @@ def registered_devices(op: str) -> List[str]:
 
 
 OP_NAMES = ("seq_pool", "seq_pool_backward", "lama_pool", "lama_pool_backward", "masked_pool",
-            "masked_pool_backward")
+            "masked_pool_backward", "attention", "attention_backward")
+
+# ----------------------------------------------------------------------------- attention
+from . import ops_attention as _attn  # noqa: E402
+from .ops_attention import attention, attention_with_lse  # noqa: E402,F401
+
+torch.library.register_fake("seqops::attention", _attn.attention_fake)
+torch.library.register_fake("seqops::attention_backward", _attn.attention_backward_fake)
+torch.library.register_autograd("seqops::attention", _attn.attention_autograd,
+                                setup_context=_attn.attention_setup_context)
+# Attention is matmul-shaped: under autocast it runs in the low-precision dtype.
+torch.library.register_autocast("seqops::attention", "cpu", torch.bfloat16)
+torch.library.register_autocast("seqops::attention", "cuda", torch.float16)

@@ -3,6 +3,7 @@
 They follow the ops' documented semantics, including the edge cases (rows with nothing kept
 give zeros), and are written for clarity, not speed.
 """
+import math
 from typing import Optional, Tuple
 
 import torch
@@ -87,3 +88,102 @@ def lama_original(x: Tensor, p_dh: Tensor, q_dh: Tensor, mask: Optional[Tensor] 
     if mask is not None:
         a = a.masked_fill(mask.unsqueeze(1) == 0, -1e9)
     return F.softmax(a, dim=-1)
+
+
+# ----------------------------------------------------------------------------- attention
+
+def t5_bucket(relative_position: Tensor, bidirectional: bool = True, num_buckets: int = 32,
+              max_distance: int = 128) -> Tensor:
+    """T5's bucket of r = key position - query position (long tensor in, long tensor out).
+
+    The log-spaced part is computed in float64, as the kernels do (the T5 codebases use
+    float32; the two agree except where float32 rounding crosses a bucket edge)."""
+    n = -relative_position
+    bucket = torch.zeros_like(n)
+    if bidirectional:
+        num_buckets //= 2
+        bucket = bucket + (n < 0).long() * num_buckets
+        n = n.abs()
+    else:
+        n = n.clamp(min=0)
+    max_exact = num_buckets // 2
+    ratio = torch.log(n.double().clamp(min=1) / max_exact) / math.log(max_distance / max_exact)
+    large = (max_exact + (ratio * (num_buckets - max_exact)).long()).clamp(max=num_buckets - 1)
+    return bucket + torch.where(n < max_exact, n, large)
+
+
+def relative_positions(len_q: int, len_k: int, query_offset: Optional[int] = None,
+                       device=None) -> Tensor:
+    """(Lq, Lk) long tensor r[i, j] = j - (i + query_offset); query_offset defaults to Lk - Lq."""
+    if query_offset is None:
+        query_offset = len_k - len_q
+    i = torch.arange(len_q, device=device)[:, None]
+    j = torch.arange(len_k, device=device)[None, :]
+    return j - (i + query_offset)
+
+
+def attention_logits(q: Tensor, k: Tensor, scale: Optional[float] = None,
+                     bias: Optional[Tensor] = None, t5_table: Optional[Tensor] = None,
+                     t5_bidirectional: bool = True, t5_max_distance: int = 128,
+                     alibi_slopes: Optional[Tensor] = None, rel_keys: Optional[Tensor] = None,
+                     rel_scores: Optional[Tensor] = None, content_bias: Optional[Tensor] = None,
+                     position_bias: Optional[Tensor] = None, rel_zero: Optional[int] = None,
+                     query_offset: Optional[int] = None) -> Tensor:
+    """The (B, Hq, Lq, Lk) logits of seqops.ops.attention, materialized (k in (B, Hk, Lk, d))."""
+    B, Hq, Lq, d = q.shape
+    Lk = k.shape[2]
+    k = k.repeat_interleave(Hq // k.shape[1], dim=1)
+    scale = d ** -0.5 if scale is None else scale
+    r = relative_positions(Lq, Lk, query_offset, q.device)
+    if rel_keys is not None:
+        rel_zero = rel_keys.shape[0] - 1 if rel_zero is None else rel_zero
+        idx = r + rel_zero                                   # (Lq, Lk) rows of R
+        idx = idx.clamp(0, rel_keys.shape[0] - 1)            # rows outside R are never visible
+        qc = q if content_bias is None else q + content_bias[None, :, None, :]
+        qp = q if position_bias is None else q + position_bias[None, :, None, :]
+        R = rel_keys.to(q.dtype)[idx]                        # (Lq, Lk, H, d)
+        logits = qc @ k.transpose(-1, -2) + torch.einsum("bhid,ijhd->bhij", qp, R)
+        if rel_scores is not None:
+            logits = logits + rel_scores.to(q.dtype)[idx].permute(2, 0, 1)[None]
+        return scale * logits
+    logits = scale * (q @ k.transpose(-1, -2))
+    if bias is not None:
+        logits = logits + bias.to(q.dtype)
+    if t5_table is not None:
+        buckets = t5_bucket(r, t5_bidirectional, t5_table.shape[1], t5_max_distance)
+        logits = logits + t5_table.to(q.dtype)[:, buckets][None]
+    if alibi_slopes is not None:
+        logits = logits - alibi_slopes.to(q.dtype)[None, :, None, None] * r.abs().to(q.dtype)
+    return logits
+
+
+def attention_keep(batch: int, len_q: int, len_k: int, key_padding_mask: Optional[Tensor] = None,
+                   causal: bool = False, device=None) -> Tensor:
+    """(B, 1, Lq, Lk) bool: which keys each query may attend."""
+    keep = torch.ones(batch, 1, len_q, len_k, dtype=torch.bool, device=device)
+    if causal:
+        i = torch.arange(len_q, device=device)[:, None]
+        j = torch.arange(len_k, device=device)[None, :]
+        keep = keep & (j <= i + len_k - len_q)
+    if key_padding_mask is not None:
+        keep = keep & key_padding_mask[:, None, None, :]
+    return keep
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor] = None,
+              causal: bool = False, dropout_mask: Optional[Tensor] = None, dropout_p: float = 0.0,
+              **score) -> Tuple[Tensor, Tensor]:
+    """softmax(logits, masked) @ v and the log-sum-exp per query, materialized.
+
+    dropout_mask (B, Hq, Lq, Lk) bool, True = kept, scaled by 1 / (1 - dropout_p). Queries that
+    see no key give zeros and lse = -inf."""
+    B, Hq, Lq, _ = q.shape
+    Lk = k.shape[2]
+    logits = attention_logits(q, k, **score)
+    keep = attention_keep(B, Lq, Lk, key_padding_mask, causal, q.device)
+    p = _masked_softmax(logits, keep)
+    lse = torch.logsumexp(logits.masked_fill(~keep, float("-inf")), dim=-1)
+    if dropout_mask is not None:
+        p = p * dropout_mask / (1.0 - dropout_p)
+    out = p @ v.repeat_interleave(Hq // v.shape[1], dim=1)
+    return out, lse

@@ -130,7 +130,7 @@ void compute_scores(const VectorPrimitives<T>& vp, const LamaScratch<at::opmath_
     for (int64_t t = 0; t < L; ++t)
       if (bt.keep(t)) top = std::max(top, w[t]);
     for (int64_t t = 0; t < L; ++t) w[t] = bt.keep(t) ? w[t] - top : kNegInf;
-    const acc_t inv_denom = acc_t(1) / vp.exp_sum(w, L);
+    const acc_t inv_denom = acc_t(1) / vp.exp_sum(w, L, acc_t(0));
     for (int64_t t = 0; t < L; ++t) w[t] *= inv_denom;
   }
 }

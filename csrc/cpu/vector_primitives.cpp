@@ -213,18 +213,53 @@ void activate_inplace(Acc<T>* z, int64_t n, Activation act) {
 }
 
 template <typename T>
-Acc<T> exp_sum(Acc<T>* z, int64_t n) {
+Acc<T> exp_sum(Acc<T>* z, int64_t n, Acc<T> shift) {
   using Vec = Vectorized<Acc<T>>;
+  const Vec vshift(shift);
   Vec total(0);
   int64_t i = 0;
   for (; i + Vec::size() <= n; i += Vec::size()) {
-    const Vec e = Vec::loadu(z + i).exp();
+    const Vec e = (Vec::loadu(z + i) - vshift).exp();
     e.store(z + i);
     total = total + e;
   }
   Acc<T> sum = at::vec::vec_reduce_all<Acc<T>>([](Vec a, Vec b) { return a + b; }, total);
-  for (; i < n; ++i) sum += (z[i] = std::exp(z[i]));
+  for (; i < n; ++i) sum += (z[i] = std::exp(z[i] - shift));
   return sum;
+}
+
+template <typename T>
+Acc<T> row_max(const Acc<T>* z, int64_t n) {
+  using Vec = Vectorized<Acc<T>>;
+  Acc<T> best = -std::numeric_limits<Acc<T>>::infinity();
+  int64_t i = 0;
+  if (n >= Vec::size()) {
+    Vec m = Vec::loadu(z);
+    for (i = Vec::size(); i + Vec::size() <= n; i += Vec::size()) m = at::vec::maximum(m, Vec::loadu(z + i));
+    best = at::vec::vec_reduce_all<Acc<T>>([](Vec a, Vec b) { return at::vec::maximum(a, b); }, m);
+  }
+  for (; i < n; ++i) best = std::max(best, z[i]);
+  return best;
+}
+
+template <typename T>
+void add(Acc<T>* y, const Acc<T>* x, int64_t n) {
+  using Vec = Vectorized<Acc<T>>;
+  for (int64_t i = 0; i < n; i += Vec::size())
+    store_acc(y + i, load_acc(y + i, n - i) + load_acc(x + i, n - i), n - i);
+}
+
+template <typename T>
+void scale(Acc<T>* y, Acc<T> s, int64_t n) {
+  using Vec = Vectorized<Acc<T>>;
+  for (int64_t i = 0; i < n; i += Vec::size()) store_acc(y + i, load_acc(y + i, n - i) * Vec(s), n - i);
+}
+
+template <typename T>
+void softmax_grad(Acc<T>* ds, const Acc<T>* p, Acc<T> d, int64_t n) {
+  using Vec = Vectorized<Acc<T>>;
+  for (int64_t i = 0; i < n; i += Vec::size())
+    store_acc(ds + i, load_acc(p + i, n - i) * (load_acc(ds + i, n - i) - Vec(d)), n - i);
 }
 
 template <typename T>
@@ -244,7 +279,8 @@ const VectorPrimitives<T>& primitives() {
   static const VectorPrimitives<T> table{&dot<T>,        &dot_acc<T>,    &axpy<T>,
                                          &axpy_acc<T>,   &scale_axpy<T>, &max_update<T>,
                                          &dot_heads<T>,  &weighted_row_sum<T>, &activate_inplace<T>,
-                                         &exp_sum<T>,    &store<T>,
+                                         &exp_sum<T>,    &row_max<T>,    &add<T>,
+                                         &scale<T>,      &softmax_grad<T>, &store<T>,
                                          &store_scaled<T>};
   return table;
 }

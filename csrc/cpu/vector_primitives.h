@@ -30,7 +30,12 @@ struct VectorPrimitives {
   void (*weighted_row_sum)(acc_t* Y, int64_t H, const acc_t* coef, int64_t coef_stride,
                            const T* x, int64_t x_stride, const int64_t* rows, int64_t R, int64_t n);
   void (*activate)(acc_t* z, int64_t n, Activation act);               // z = act(z)
-  acc_t (*exp_sum)(acc_t* z, int64_t n);                                // z = exp(z), returns sum
+  acc_t (*exp_sum)(acc_t* z, int64_t n, acc_t shift);  // z = exp(z - shift), returns sum
+  acc_t (*row_max)(const acc_t* z, int64_t n);         // max of z (-inf for n = 0)
+  void (*add)(acc_t* y, const acc_t* x, int64_t n);    // y += x
+  void (*scale)(acc_t* y, acc_t s, int64_t n);         // y *= s
+  // The softmax backward of one row: ds = p * (ds - d).
+  void (*softmax_grad)(acc_t* ds, const acc_t* p, acc_t d, int64_t n);
   void (*store)(T* out, const acc_t* y, int64_t n);                     // out = T(y)
   void (*store_scaled)(T* out, acc_t s, const acc_t* y, int64_t n);     // out = T(s*y)
 };

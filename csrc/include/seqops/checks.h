@@ -19,14 +19,16 @@ inline void check_size(const at::Tensor& t, const char* name, int64_t dim, int64
               expected, ", got ", t.size(dim), " (", name, " shape ", t.sizes(), ")");
 }
 
-inline void check_same_device(const at::Tensor& t, const char* name, const at::Tensor& ref) {
-  TORCH_CHECK(t.device() == ref.device(), name, " must be on the same device as x (", ref.device(),
-              "), got ", t.device());
+inline void check_same_device(const at::Tensor& t, const char* name, const at::Tensor& ref,
+                              const char* ref_name = "x") {
+  TORCH_CHECK(t.device() == ref.device(), name, " must be on the same device as ", ref_name, " (",
+              ref.device(), "), got ", t.device());
 }
 
-inline void check_same_dtype(const at::Tensor& t, const char* name, const at::Tensor& ref) {
-  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), name, " must have the same dtype as x (",
-              ref.scalar_type(), "), got ", t.scalar_type());
+inline void check_same_dtype(const at::Tensor& t, const char* name, const at::Tensor& ref,
+                             const char* ref_name = "x") {
+  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), name, " must have the same dtype as ", ref_name,
+              " (", ref.scalar_type(), "), got ", t.scalar_type());
 }
 
 // Floating dtypes each device's kernels are compiled for.

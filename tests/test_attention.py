@@ -1,0 +1,303 @@
+"""seqops.ops.attention against the float64 materialized reference (seqops.reference.attention)."""
+import pytest
+import torch
+
+from seqops import reference as ref
+from seqops.ops import attention, attention_with_lse
+
+from conftest import DEVICES, LOW_PRECISION_CASES, check_low_precision, noncontiguous, random_mask
+
+POLICIES = ["none", "bias", "bias_broadcast", "t5", "t5_causal_table", "alibi", "rel_keys", "rel_keys_partial"]
+
+
+def score_args(policy, Hq, Lq, Lk, d, B=2, dtype=torch.float64, device="cpu"):
+    """Random parameters of one score policy (kwargs of attention)."""
+    r = lambda *s: torch.randn(*s, dtype=dtype, device=device)  # noqa: E731
+    if policy == "none":
+        return {}
+    if policy == "bias":
+        return {"bias": r(B, Hq, Lq, Lk)}
+    if policy == "bias_broadcast":
+        return {"bias": r(Hq, 1, Lk)}
+    if policy == "t5":
+        return {"t5_table": r(Hq, 32), "t5_max_distance": 20}
+    if policy == "t5_causal_table":
+        return {"t5_table": r(Hq, 16), "t5_bidirectional": False, "t5_max_distance": 64}
+    if policy == "alibi":
+        return {"alibi_slopes": torch.rand(Hq, dtype=dtype, device=device)}
+    L_rel = Lq + Lk - 1  # covers every pair, causal or not
+    if policy == "rel_keys":
+        return {"rel_keys": r(L_rel, Hq, d), "rel_scores": r(L_rel, Hq), "content_bias": r(Hq, d),
+                "position_bias": r(Hq, d), "rel_zero": Lq - 1 + (Lk - Lq)}
+    if policy == "rel_keys_partial":
+        return {"rel_keys": r(L_rel, Hq, d), "rel_zero": Lq - 1 + (Lk - Lq)}
+    raise ValueError(policy)
+
+
+def make_qkv(B, Hq, Hk, Lq, Lk, d, dv, dtype=torch.float64, device="cpu"):
+    return (torch.randn(B, Hq, Lq, d, dtype=dtype, device=device),
+            torch.randn(B, Hk, Lk, d, dtype=dtype, device=device),
+            torch.randn(B, Hk, Lk, dv, dtype=dtype, device=device))
+
+
+def check_against_reference(q, k, v, mask, causal, score, atol, rtol=0.0):
+    """Outputs, lse and every gradient (q, k, v, score tensors) vs the float64 reference."""
+    names = ["q", "k", "v"] + [n for n, t in score.items() if isinstance(t, torch.Tensor)]
+    inputs = [q, k, v] + [score[n] for n in names[3:]]
+    leaves = [t.detach().clone().requires_grad_(True) for t in inputs]
+    exact = [t.detach().double().requires_grad_(True) for t in inputs]
+    kw = lambda ts: {**score, **dict(zip(names[3:], ts[3:]))}  # noqa: E731
+    out, lse = attention_with_lse(*leaves[:3], mask, causal, **kw(leaves))
+    ref_out, ref_lse = ref.attention(*exact[:3], mask, causal, **kw(exact))
+    torch.testing.assert_close(out.double(), ref_out, atol=atol, rtol=rtol)
+    finite = ref_lse.isfinite()
+    assert torch.equal(lse.isfinite(), finite)
+    torch.testing.assert_close(lse.double()[finite], ref_lse[finite], atol=atol, rtol=rtol)
+    grad = torch.randn_like(ref_out)
+    got = torch.autograd.grad(out, leaves, grad.to(out.dtype))
+    want = torch.autograd.grad(ref_out, exact, grad)
+    for name, g, w in zip(names, got, want):
+        assert g.shape == w.shape and g.dtype == leaves[names.index(name)].dtype, name
+        torch.testing.assert_close(g.double(), w, atol=atol * max(1.0, w.abs().max().item()), rtol=rtol,
+                                   msg=lambda m: f"grad of {name}: {m}")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("masked", [False, True])
+def test_policies_float64(device, policy, causal, masked):
+    B, Hq, Hk, Lq, Lk, d, dv = 2, 4, 2, 97, 130, 16, 24
+    q, k, v = make_qkv(B, Hq, Hk, Lq, Lk, d, dv, device=device)
+    mask = random_mask(B, Lk, device) if masked else None
+    check_against_reference(q, k, v, mask, causal, score_args(policy, Hq, Lq, Lk, d, B, device=device), atol=1e-10)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", [
+    # B, Hq, Hk, Lq, Lk, d, dv
+    (1, 1, 1, 1, 1, 16, 16),
+    (1, 3, 3, 1, 97, 64, 64),       # decoding: one query
+    (2, 8, 1, 7, 7, 80, 80),        # multi-query
+    (1, 2, 2, 1025, 1025, 64, 32),  # several key and query blocks, dv != d
+    (1, 2, 1, 300, 257, 16, 16),    # Lq > Lk
+])
+@pytest.mark.parametrize("policy", ["none", "bias", "t5", "rel_keys"])
+def test_shapes_float32(device, shape, policy):
+    B, Hq, Hk, Lq, Lk, d, dv = shape
+    q, k, v = make_qkv(B, Hq, Hk, Lq, Lk, d, dv, torch.float32, device)
+    score = score_args(policy, Hq, Lq, Lk, d, B, torch.float32, device)
+    check_against_reference(q, k, v, None, Lq <= Lk, score, atol=2e-4, rtol=2e-4)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_noncontiguous_inputs(device):
+    B, Hq, Hk, Lq, Lk, d = 2, 4, 2, 33, 45, 16
+    q, k, v = make_qkv(B, Hq, Hk, Lq, Lk, d, d, device=device)
+    score = score_args("rel_keys", Hq, Lq, Lk, d, B, device=device)
+    score = {n: noncontiguous(t) if isinstance(t, torch.Tensor) and t.dim() >= 2 else t for n, t in score.items()}
+    check_against_reference(noncontiguous(q), noncontiguous(k), noncontiguous(v), None, True, score, atol=1e-10)
+    bias = torch.randn(B, Hq, Lk, Lq, dtype=torch.float64, device=device).transpose(-1, -2)
+    check_against_reference(noncontiguous(q), k, v, None, False, {"bias": bias}, atol=1e-10)
+
+
+@pytest.mark.parametrize("device,dtype", LOW_PRECISION_CASES)
+@pytest.mark.parametrize("policy", ["none", "t5", "rel_keys"])
+def test_low_precision(device, dtype, policy):
+    B, Hq, Hk, Lq, Lk, d = 2, 4, 2, 97, 130, 32
+    q, k, v = make_qkv(B, Hq, Hk, Lq, Lk, d, d, device=device)
+    score = score_args(policy, Hq, Lq, Lk, d, B, device=device)
+    tensors = {n: t for n, t in score.items() if isinstance(t, torch.Tensor)}
+    options = {n: t for n, t in score.items() if not isinstance(t, torch.Tensor)}
+
+    def run(fn):
+        return lambda q, k, v, *ts: fn(q, k, v, causal=True, **options, **dict(zip(tensors, ts)))
+
+    check_low_precision(run(attention), run(lambda *a, **kw: ref.attention(*a, **kw)[0]),
+                        [q, k, v, *tensors.values()], dtype, grad_inputs=3, floor=2e-3)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_scale_and_query_offset(device):
+    B, H, Lq, Lk, d = 1, 2, 9, 20, 16
+    q, k, v = make_qkv(B, H, H, Lq, Lk, d, d, device=device)
+    for score in ({"t5_table": torch.randn(H, 32, dtype=torch.float64, device=device), "query_offset": 0},
+                  {"alibi_slopes": torch.rand(H, dtype=torch.float64, device=device), "query_offset": 5},
+                  {"rel_keys": torch.randn(40, H, d, dtype=torch.float64, device=device), "rel_zero": 15,
+                   "query_offset": 0}):
+        check_against_reference(q, k, v, None, False, {**score, "scale": 0.3}, atol=1e-10)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("policy", ["none", "bias", "t5", "rel_keys"])
+def test_queries_with_no_visible_key(device, policy):
+    """Causal with Lk < Lq: the first queries see nothing; a fully padded batch row neither."""
+    B, H, Lq, Lk, d = 2, 2, 12, 5, 8
+    q, k, v = make_qkv(B, H, H, Lq, Lk, d, d, device=device)
+    mask = torch.ones(B, Lk, dtype=torch.bool, device=device)
+    mask[1] = False
+    score = score_args(policy, H, Lq, Lk, d, B, device=device)
+    if policy == "rel_keys":
+        score["rel_keys"] = torch.randn(Lq + Lk + 20, H, d, dtype=torch.float64, device=device)
+        score["rel_zero"] = Lq + 5
+        del score["rel_scores"]
+    leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
+    out, lse = attention_with_lse(*leaves, mask, True, **score)
+    hidden = Lq - Lk  # queries 0 .. Lq - Lk - 1 see no key
+    assert torch.all(out[:, :, :hidden] == 0) and torch.all(out[1] == 0)
+    assert torch.all(lse[:, :, :hidden] == float("-inf")) and torch.all(lse[1] == float("-inf"))
+    grads = torch.autograd.grad(out.sum(), leaves)
+    assert all(torch.isfinite(g).all() for g in grads)
+    assert torch.all(grads[0][:, :, :hidden] == 0) and torch.all(grads[0][1] == 0)
+    check_against_reference(q, k, v, mask, True, score, atol=1e-10)
+
+
+@pytest.mark.parametrize("policy", ["none", "bias", "t5", "alibi", "rel_keys"])
+def test_gradcheck(policy):
+    B, Hq, Hk, Lq, Lk, d = 1, 2, 1, 5, 7, 3
+    q, k, v = make_qkv(B, Hq, Hk, Lq, Lk, d, 2)
+    score = score_args(policy, Hq, Lq, Lk, d, B)
+    names = [n for n, t in score.items() if isinstance(t, torch.Tensor)]
+    mask = torch.tensor([[True, False, True, True, True, True, False]])
+    inputs = [t.requires_grad_(True) for t in (q, k, v, *(score[n] for n in names))]
+
+    def fn(*ts):
+        return attention(*ts[:3], mask, True, **{**score, **dict(zip(names, ts[3:]))})
+
+    assert torch.autograd.gradcheck(fn, inputs)
+
+
+@pytest.mark.parametrize("policy", ["none", "bias", "t5", "alibi", "rel_keys"])
+def test_opcheck(policy):
+    B, Hq, Hk, Lq, Lk, d = 2, 4, 2, 9, 11, 8
+    q, k, v = [t.float().requires_grad_(True) for t in make_qkv(B, Hq, Hk, Lq, Lk, d, d)]
+    score = {n: (t.float().requires_grad_(True) if isinstance(t, torch.Tensor) else t)
+             for n, t in score_args(policy, Hq, Lq, Lk, d, B).items()}
+    mask = random_mask(B, Lk, "cpu", fully_masked_row=False)
+    args = (q, k, v, mask, True, None, 0.0, None, score.get("bias"), score.get("t5_table"),
+            score.get("t5_bidirectional", True), score.get("t5_max_distance", 128), score.get("alibi_slopes"),
+            score.get("rel_keys"), score.get("rel_scores"), score.get("content_bias"), score.get("position_bias"),
+            score.get("rel_zero"), None)
+    torch.library.opcheck(torch.ops.seqops.attention, args)
+
+
+@pytest.mark.parametrize("policy", ["none", "bias", "t5", "alibi", "rel_keys"])
+def test_compile_fullgraph(policy):
+    B, Hq, Hk, Lq, Lk, d = 1, 2, 1, 17, 23, 8
+    q, k, v = make_qkv(B, Hq, Hk, Lq, Lk, d, d, torch.float32)
+    score = {n: (t.float() if isinstance(t, torch.Tensor) else t) for n, t in score_args(policy, Hq, Lq, Lk, d, B).items()}
+    tensors = {n: t.requires_grad_(True) for n, t in score.items() if isinstance(t, torch.Tensor)}
+    options = {n: t for n, t in score.items() if not isinstance(t, torch.Tensor)}
+    leaves = [t.requires_grad_(True) for t in (q, k, v)]
+
+    def fn(q, k, v, *ts):
+        return attention(q, k, v, None, True, None, 0.0, **options, **dict(zip(tensors, ts)))
+
+    compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
+    want, got = fn(*leaves, *tensors.values()), compiled(*leaves, *tensors.values())
+    torch.testing.assert_close(got, want)
+    all_in = leaves + list(tensors.values())
+    for g, w in zip(torch.autograd.grad(got.sum(), all_in), torch.autograd.grad(want.sum(), all_in)):
+        torch.testing.assert_close(g, w)
+
+
+# ----------------------------------------------------------------------------- dropout
+
+def dropout_mask_of(q, k, p, seed, causal=False):
+    """The keep-mask the op draws for (seed, shapes): with v = I, out = P * M / (1 - p)."""
+    B, Hq, Lq, _ = q.shape
+    Lk = k.shape[2]
+    eye = torch.eye(Lk, dtype=q.dtype).expand(B, k.shape[1], Lk, Lk)
+    torch.manual_seed(seed)
+    dropped = attention(q, k, eye, None, causal, None, p)
+    return dropped != 0
+
+
+def test_dropout_reproducible_and_consistent_backward():
+    B, Hq, Hk, Lq, Lk, d, p = 2, 2, 1, 13, 29, 8, 0.3
+    q, k, v = make_qkv(B, Hq, Hk, Lq, Lk, d, d)
+    table = torch.randn(Hq, 32, dtype=torch.float64)
+    keep = dropout_mask_of(q, k, p, seed=7, causal=True)
+    leaves = [t.clone().requires_grad_(True) for t in (q, k, v, table)]
+    torch.manual_seed(7)
+    out = attention(*leaves[:3], None, True, None, p, t5_table=leaves[3])
+    torch.manual_seed(7)
+    again = attention(*leaves[:3], None, True, None, p, t5_table=leaves[3])
+    assert torch.equal(out, again)
+    exact = [t.detach().clone().requires_grad_(True) for t in (q, k, v, table)]
+    ref_out, _ = ref.attention(*exact[:3], None, True, dropout_mask=keep, dropout_p=p, t5_table=exact[3])
+    torch.testing.assert_close(out, ref_out, atol=1e-12, rtol=0)
+    grad = torch.randn_like(out)
+    for g, w in zip(torch.autograd.grad(out, leaves, grad), torch.autograd.grad(ref_out, exact, grad)):
+        torch.testing.assert_close(g, w, atol=1e-11, rtol=0)
+    torch.manual_seed(8)
+    assert not torch.equal(attention(q, k, v, None, True, None, p), out.detach())
+
+
+def test_dropout_keep_rate():
+    B, H, L, d, p = 2, 4, 128, 8, 0.25
+    q, k, _ = make_qkv(B, H, H, L, L, d, d)
+    keep = dropout_mask_of(q, k, p, seed=3)
+    n = keep.numel()
+    rate = keep.double().mean().item()
+    sigma = (p * (1 - p) / n) ** 0.5
+    assert abs(rate - (1 - p)) < 5 * sigma, f"keep rate {rate:.4f} vs {1 - p} (5 sigma = {5 * sigma:.4f})"
+
+
+# ----------------------------------------------------------------------------- determinism
+
+@pytest.mark.parametrize("policy", ["none", "bias", "t5", "rel_keys"])
+def test_backward_bitwise_deterministic(policy):
+    B, Hq, Hk, Lq, Lk, d = 2, 4, 2, 300, 300, 32
+    q, k, v = make_qkv(B, Hq, Hk, Lq, Lk, d, d, torch.float32)
+    score = {n: (t.float().requires_grad_(True) if isinstance(t, torch.Tensor) else t)
+             for n, t in score_args(policy, Hq, Lq, Lk, d, B).items()}
+    leaves = [t.requires_grad_(True) for t in (q, k, v)] + [t for t in score.values() if isinstance(t, torch.Tensor)]
+    grad = torch.randn(B, Hq, Lq, d)
+    runs = []
+    for _ in range(3):
+        out = attention(*leaves[:3], None, True, **score)
+        runs.append([out] + list(torch.autograd.grad(out, leaves, grad)))
+    for other in runs[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(runs[0], other))
+
+
+# ----------------------------------------------------------------------------- bad input
+
+def test_bad_inputs():
+    q, k, v = make_qkv(2, 4, 2, 5, 6, 8, 8, torch.float32)
+    cases = [
+        (dict(q=q[0]), "q must have 4 dimensions"),
+        (dict(k=k[:, :, :, :4]), "k.size(3) must equal head_dim of q"),
+        (dict(k=torch.randn(2, 3, 6, 8), v=torch.randn(2, 3, 6, 8)), "must divide q's heads"),
+        (dict(v=v[:, :, :5]), "v.size(2) must equal length of k"),
+        (dict(k=k.double()), "k must have the same dtype as q"),
+        (dict(q=q.half(), k=k.half(), v=v.half()), "on CPU must be bfloat16, float32 or float64"),
+        (dict(key_padding_mask=torch.ones(2, 6)), "key_padding_mask must be a bool tensor"),
+        (dict(key_padding_mask=torch.ones(2, 5, dtype=torch.bool)), "key_padding_mask must have shape (batch, key length) = (2, 6)"),
+        (dict(dropout_p=1.0), "dropout_p must be in [0, 1)"),
+        (dict(bias=torch.randn(3, 1, 1)), "bias must be broadcastable to (batch, heads, Lq, Lk) = (2, 4, 5, 6)"),
+        (dict(bias=torch.randn(4, 5, 6), t5_table=torch.randn(4, 32)), "one score term per call"),
+        (dict(t5_table=torch.randn(3, 32)), "t5_table must have shape [4, 32]"),
+        (dict(t5_table=torch.randn(4, 32), t5_max_distance=8), "t5_max_distance must exceed"),
+        (dict(alibi_slopes=torch.randn(4, 1)), "alibi_slopes must have shape [4]"),
+        (dict(rel_keys=torch.randn(5, 4, 8)), "rel_keys has 5 rows but this call reads rows"),
+        (dict(rel_scores=torch.randn(10, 4)), "rel_scores belongs to the relative-keys score term"),
+        (dict(rel_keys=torch.randn(20, 4, 7)), "rel_keys must have shape [20, 4, 8]"),
+        (dict(t5_table=torch.zeros(4, 32, dtype=torch.long)), "t5_table must be a floating tensor"),
+    ]
+    for overrides, message in cases:
+        args = dict(q=q, k=k, v=v, **{n: t for n, t in overrides.items() if n not in ("q", "k", "v")})
+        args.update({n: t for n, t in overrides.items() if n in ("q", "k", "v")})
+        with pytest.raises(RuntimeError, match=None) as info:
+            attention(**args)
+        assert message in str(info.value), f"{overrides.keys()}: {info.value}"
+
+
+def test_backward_rejects_bad_saved_tensors():
+    q, k, v = make_qkv(1, 2, 2, 5, 6, 8, 8, torch.float32)
+    out, lse = attention_with_lse(q, k, v)
+    with pytest.raises(RuntimeError, match="lse must have shape"):
+        torch.ops.seqops.attention_backward(out, q, k, v, out, lse[:, :, :3], False)
+    with pytest.raises(RuntimeError, match="bias_grad needs a bias"):
+        torch.ops.seqops.attention_backward(out, q, k, v, out, lse, True)
