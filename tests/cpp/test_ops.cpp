@@ -1,8 +1,9 @@
-// Calls every forward pooling op through the dispatcher from C++ (no Python) and compares it
+// Calls every forward op through the dispatcher from C++ (no Python) and compares it
 // with a float64 ATen computation. Exit status 0 only if every check passes.
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 
+#include <cmath>
 #include <iostream>
 #include <optional>
 #include <string>
@@ -54,6 +55,24 @@ int main() {
   const at::Tensor want_w = at::softmax(a / a.norm(2, {1}, true), -1);
   expect_close("lama_pool weights", weights, want_w);
   expect_close("lama_pool pooled", pooled, at::matmul(want_w, x));
+
+  // attention (boxed call: the schema has many optional arguments), causal, key padding, ALiBi.
+  const int64_t Lq = 7, Lk = 11;
+  const at::Tensor qa = at::randn({3, 2, Lq, 12}, opts), ka = at::randn({3, 1, Lk, 12}, opts),
+                   va = at::randn({3, 1, Lk, 5}, opts), slopes = at::rand({2}, opts);
+  const at::Tensor key_mask = at::rand({3, Lk}, opts) > 0.3;
+  auto attention = dispatcher.findSchemaOrThrow("seqops::attention", "");
+  std::vector<c10::IValue> stack{qa, ka, va, key_mask, true, c10::IValue(), 0.0, c10::IValue(),
+                                 c10::IValue(), c10::IValue(), true, int64_t{128}, slopes};
+  for (int i = 0; i < 6; ++i) stack.emplace_back();  // rel_keys .. query_offset: None
+  attention.callBoxed(&stack);
+  const at::Tensor i_pos = at::arange(Lq, opts).unsqueeze(1) + (Lk - Lq), j_pos = at::arange(Lk, opts);
+  const at::Tensor visible = (j_pos <= i_pos).logical_and(key_mask.view({3, 1, 1, Lk}));
+  const at::Tensor alibi = -slopes.view({2, 1, 1}) * (j_pos - i_pos).abs();  // (H, Lq, Lk)
+  const at::Tensor att_logits = (at::matmul(qa, ka.transpose(-1, -2)) / std::sqrt(12.0) + alibi)
+                                    .masked_fill(visible.logical_not(), -INFINITY);
+  const at::Tensor probs = at::softmax(att_logits, -1).nan_to_num(0.0);  // rows seeing nothing: 0
+  expect_close("attention", stack[0].toTensor(), at::matmul(probs, va));
 
   std::cout << passes << " passed, " << failures << " failed\n";
   return failures == 0 ? 0 : 1;

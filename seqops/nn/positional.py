@@ -1,0 +1,286 @@
+"""Positional embeddings with the API of positional-embeddings-pytorch (whatever60), fixed.
+
+Every module has the original two methods plus a fused one:
+
+- ``forward_input(input_, positions=None)``: input_ (B, L, D) with absolute position
+  information added (relative schemes return input_ unchanged);
+- ``forward_attn(q, k, positions_q=None, positions_k=None)``: the *unscaled* attention logits
+  (B, H, Lq, Lk), materialized as the originals did (q (B, H, Lq, Dh), k (B, H, Lk, Dh));
+- ``attend(q, k, v, key_padding_mask=None, causal=False, scale=None, dropout_p=0.0,
+  positions_q=None, positions_k=None)`` -> (B, H, Lq, dv): equals
+  ``softmax(scale * forward_attn(q, k, ...) + mask) @ v`` (scale defaults to Dh^-1/2 and, as in
+  the original convention, multiplies the positional terms too), computed by
+  ``seqops.ops.attention`` without building the (Lq, Lk) logits. Masks are bool, True = may
+  attend; a query that sees no key gets a zero row. ``dropout_p`` is attention dropout.
+
+Positions are integer tensors (B, L) or (L,) (shared by the batch). ``None`` means the
+original's implicit positions: queries 0..Lq-1 and keys 0..Lk-1 (Transformer-XL: the queries are
+the last Lq of the keys, memory first). Relative schemes honour the given positions: when they
+are shifted aranges with one common query-minus-key offset, the fused path uses that offset (the
+op's query_offset for T5 and TUPE; the choice of R's rows for Transformer-XL and Enformer), at the
+cost of one host sync to check them; any other positions fall back to a materialized
+(B, H, Lq, Lk) bias through the op's ``bias`` policy (correct, but n^2 memory). Passing None
+keeps the fused path sync-free (and torch.compile-friendly).
+
+Fixes over the original (each has a test in tests/test_positional.py):
+
+- The base class accepts both ``max_length`` and ``max_pos`` (the original renamed the base's
+  kwarg to max_pos while every subclass still passed max_length: TypeError on construction for
+  six of the seven classes); ``dropout_p=None`` means no dropout (it crashed TXL, TUPE and
+  Enformer, whose code calls the dropout unconditionally).
+- Sinusoidal: ``padding_idx=None`` is allowed; the embedding is computed from the position
+  *values* (the original regrew its table from the sequence length, so a position past the
+  table raised IndexError); embed_dim 2 or 3 no longer divides by zero (half_dim - 1 = 0 in the
+  frequency step, clamped to 1).
+- Learned: attribute delegation to the wrapped ``nn.Embedding`` no longer recurses (its
+  ``__getattr__`` read ``self.emb`` through itself: RecursionError at construction).
+- T5 and TUPE: see seqops/nn/positional_buckets.py; Transformer-XL and Enformer: see
+  seqops/nn/positional_relative.py.
+"""
+import math
+from typing import List, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from .. import ops
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def positions_or_arange(positions: Optional[Tensor], length: int, start: int,
+                        device: torch.device) -> Tensor:
+    """(B, L) or (1, L) long positions; ``None`` gives start..start+L-1."""
+    if positions is None:
+        return torch.arange(start, start + length, device=device).unsqueeze(0)
+    if positions.dim() == 1:
+        positions = positions.unsqueeze(0)
+    if positions.dim() != 2 or positions.shape[1] != length:
+        raise ValueError(f"positions must have shape (batch, {length}) or ({length},), got "
+                         f"{list(positions.shape)}")
+    return positions.to(device=device, dtype=torch.long)
+
+
+def uniform_query_offset(positions_q: Tensor, positions_k: Tensor) -> Optional[int]:
+    """``c`` if every row is positions_q[b] = arange(Lq) + c + s_b and positions_k[b] =
+    arange(Lk) + s_b (shifted aranges with one query-minus-key offset), else None. One sync."""
+    ar_q = torch.arange(positions_q.shape[1], device=positions_q.device)
+    ar_k = torch.arange(positions_k.shape[1], device=positions_k.device)
+    start_q, start_k = positions_q[:, :1], positions_k[:, :1]
+    offset = start_q - start_k
+    ok = ((positions_q - start_q) == ar_q).all() & ((positions_k - start_k) == ar_k).all()
+    ok = ok & (offset == offset[0, 0]).all()
+    ok_offset: List[int] = torch.stack([ok.long(), offset[0, 0]]).tolist()
+    return ok_offset[1] if ok_offset[0] != 0 else None
+
+
+def _resolve_scale(q: Tensor, scale: Optional[float]) -> float:
+    return float(q.shape[-1]) ** -0.5 if scale is None else float(scale)
+
+
+# ----------------------------------------------------------------------------- base class
+
+class PositionalEmbedding(nn.Module):
+    """Base class: stores the original base's attributes; plain attention by default.
+
+    Accepts ``max_pos`` and ``max_length`` (the same number; both attributes are stored).
+    Subclasses override ``forward_input`` (absolute schemes) or ``score_terms`` and ``attend``
+    (relative schemes)."""
+
+    # state_dict keys of the original that hold derived data, dropped when loading.
+    _legacy_state_keys: Tuple[str, ...] = ()
+
+    def __init__(self, *, embed_dim: Optional[int] = None, num_heads: Optional[int] = None,
+                 head_dim: Optional[int] = None, max_pos: Optional[int] = None,
+                 max_length: Optional[int] = None, padding_idx: Optional[int] = None,
+                 dropout_p: Optional[float] = None) -> None:
+        super().__init__()
+        if max_pos is not None and max_length is not None and max_pos != max_length:
+            raise ValueError(f"max_pos ({max_pos}) and max_length ({max_length}) disagree")
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.head_dim = head_dim
+        self.max_pos = max_pos if max_pos is not None else max_length
+        self.max_length = self.max_pos
+        self.padding_idx = padding_idx
+        self.positional_embedding_dropout = nn.Dropout(dropout_p if dropout_p is not None else 0.0)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        for key in self._legacy_state_keys:
+            state_dict.pop(prefix + key, None)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+    # Start of the implicit query positions (keys start at 0).
+    def _query_start(self, len_q: int, len_k: int) -> int:
+        return 0
+
+    def _positions(self, positions_q: Optional[Tensor], positions_k: Optional[Tensor],
+                   len_q: int, len_k: int, device: torch.device) -> Tuple[Tensor, Tensor]:
+        start = self._query_start(len_q, len_k)
+        return (positions_or_arange(positions_q, len_q, start, device),
+                positions_or_arange(positions_k, len_k, 0, device))
+
+    def _query_offset(self, positions_q: Optional[Tensor], positions_k: Optional[Tensor],
+                      len_q: int, len_k: int, device: torch.device) -> Optional[int]:
+        """The op's query_offset for these positions, or None when they are not shifted aranges."""
+        if positions_q is None and positions_k is None:
+            return self._query_start(len_q, len_k)
+        pq, pk = self._positions(positions_q, positions_k, len_q, len_k, device)
+        return uniform_query_offset(pq, pk)
+
+    def _relative(self, positions_q: Optional[Tensor], positions_k: Optional[Tensor],
+                  len_q: int, len_k: int, device: torch.device) -> Tensor:
+        """(B or 1, Lq, Lk) key position minus query position."""
+        pq, pk = self._positions(positions_q, positions_k, len_q, len_k, device)
+        return pk[:, None, :] - pq[:, :, None]
+
+    def forward_input(self, input_: Tensor, positions: Optional[Tensor] = None) -> Tensor:
+        """input_ (B, L, D) -> the same with absolute positions added (identity here)."""
+        return input_
+
+    def score_terms(self, q: Tensor, k: Tensor, positions_q: Optional[Tensor] = None,
+                    positions_k: Optional[Tensor] = None) -> Optional[Tensor]:
+        """The unscaled logits beyond q.k^T, broadcastable to (B, H, Lq, Lk); None if none."""
+        return None
+
+    def forward_attn(self, q: Tensor, k: Tensor, positions_q: Optional[Tensor] = None,
+                     positions_k: Optional[Tensor] = None) -> Tensor:
+        """Unscaled logits (B, H, Lq, Lk) of q (B, H, Lq, Dh) and k (B, H, Lk, Dh)."""
+        logits = q @ k.transpose(-1, -2)
+        extra = self.score_terms(q, k, positions_q, positions_k)
+        return logits if extra is None else logits + extra
+
+    def _attend_dense(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor],
+                      causal: bool, scale: float, dropout_p: float,
+                      positions_q: Optional[Tensor], positions_k: Optional[Tensor]) -> Tensor:
+        # Fallback: the positional terms materialized as a (B, H, Lq, Lk) bias.
+        extra = self.score_terms(q, k, positions_q, positions_k)
+        bias = None if extra is None else (extra * scale).to(q.dtype)
+        return ops.attention(q, k, v, key_padding_mask, causal, scale, dropout_p, bias=bias)
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor] = None,
+               causal: bool = False, scale: Optional[float] = None, dropout_p: float = 0.0,
+               positions_q: Optional[Tensor] = None, positions_k: Optional[Tensor] = None) -> Tensor:
+        """softmax(scale * forward_attn + mask) @ v, fused: q (B, H, Lq, Dh), k (B, H, Lk, Dh),
+        v (B, H, Lk, dv) -> (B, H, Lq, dv). Plain attention for absolute schemes."""
+        return ops.attention(q, k, v, key_padding_mask, causal, _resolve_scale(q, scale), dropout_p)
+
+
+# ----------------------------------------------------------------------------- absolute
+
+class SinusoidalPositionalEmbedding(PositionalEmbedding):
+    """fairseq's sinusoidal embedding: row p = [sin(p f_i) | cos(p f_i)], f_i = 10000^(-i/(h-1)),
+    h = embed_dim // 2, a zero column appended for odd embed_dim, the padding_idx row zero.
+
+    ``forward(positions)`` (B, L) -> (B, L, embed_dim), no gradient. Positions are used as given
+    (fairseq's convention: real tokens start at padding_idx + 1); ``forward_input`` with
+    ``positions=None`` uses padding_idx + 1, padding_idx + 2, ... (0, 1, ... without padding_idx).
+    The table is computed from the position values (any position works); the original's
+    non-buffer table and ``_float_tensor`` buffer are gone (that key is dropped when loading an
+    original state_dict). Attention is plain.
+    """
+
+    _legacy_state_keys = ("_float_tensor",)
+
+    def __init__(self, *, embed_dim: int, max_length: Optional[int] = None,
+                 padding_idx: Optional[int] = None, max_pos: Optional[int] = None) -> None:
+        super().__init__(embed_dim=embed_dim, max_pos=max_pos, max_length=max_length,
+                         padding_idx=padding_idx, dropout_p=None)
+        if embed_dim < 1:
+            raise ValueError(f"embed_dim must be >= 1, got {embed_dim}")
+
+    @staticmethod
+    def get_embedding(max_length: int, embed_dim: int, padding_idx: Optional[int] = None,
+                      positions: Optional[Tensor] = None, dtype: torch.dtype = torch.float32) -> Tensor:
+        """Rows for positions 0..max_length-1 (or the given positions) -> (N, embed_dim)."""
+        half_dim = embed_dim // 2
+        step = math.log(10000) / max(half_dim - 1, 1)
+        if positions is None:
+            positions = torch.arange(max_length)
+        freq = torch.exp(torch.arange(half_dim, dtype=dtype, device=positions.device) * -step)
+        arg = positions.to(dtype).unsqueeze(-1) * freq
+        emb = torch.cat([torch.sin(arg), torch.cos(arg)], dim=-1)
+        if embed_dim % 2 == 1:
+            emb = torch.cat([emb, emb.new_zeros(emb.shape[:-1] + (1,))], dim=-1)
+        if padding_idx is not None:
+            emb = emb.masked_fill((positions == padding_idx).unsqueeze(-1), 0.0)
+        return emb
+
+    def forward(self, positions: Tensor, dtype: Optional[torch.dtype] = None) -> Tensor:
+        """positions (B, L) integer -> (B, L, embed_dim) (float32 unless dtype is given)."""
+        dtype = torch.float32 if dtype is None else dtype
+        compute = torch.float64 if dtype == torch.float64 else torch.float32
+        emb = self.get_embedding(0, self.embed_dim, self.padding_idx, positions.long(), compute)
+        return emb.to(dtype).detach()
+
+    def _default_positions(self, input_: Tensor) -> Tensor:
+        start = self.padding_idx + 1 if self.padding_idx is not None else 0
+        return positions_or_arange(None, input_.shape[1], start, input_.device)
+
+    def forward_input(self, input_: Tensor, positions: Optional[Tensor] = None) -> Tensor:
+        """input_ (B, L, embed_dim) + the embedding of positions (B, L)."""
+        if positions is None:
+            positions = self._default_positions(input_)
+        return input_ + self.forward(positions, input_.dtype)
+
+
+class LearnedPositionalEmbedding(PositionalEmbedding):
+    """fairseq's learned positions: ``emb`` = nn.Embedding(max_length + 1, embed_dim,
+    padding_idx), N(0, embed_dim^-1/2) init, padding row zero (state_dict key ``emb.weight``).
+
+    Attributes the module lacks are read from ``emb`` (``weight``, ``num_embeddings``, ...), as
+    the original intended. ``forward(positions)`` (B, L) -> (B, L, embed_dim); forward_input with
+    ``positions=None`` uses padding_idx + 1, ... (0, 1, ... without padding_idx). Attention is
+    plain.
+    """
+
+    def __init__(self, *, max_length: Optional[int] = None, embed_dim: int,
+                 padding_idx: Optional[int] = None, max_pos: Optional[int] = None,
+                 device=None, dtype=None) -> None:
+        super().__init__(embed_dim=embed_dim, max_pos=max_pos, max_length=max_length,
+                         padding_idx=padding_idx, dropout_p=None)
+        if self.max_length is None:
+            raise TypeError("LearnedPositionalEmbedding needs max_length")
+        self.emb = nn.Embedding(self.max_length + 1, embed_dim, padding_idx=padding_idx,
+                                device=device, dtype=dtype)
+        nn.init.normal_(self.emb.weight, mean=0.0, std=embed_dim ** -0.5)
+        if padding_idx is not None:
+            with torch.no_grad():
+                self.emb.weight[padding_idx].zero_()
+
+    def __getattr__(self, name: str):
+        # nn.Module keeps submodules out of __dict__, so reach `emb` through _modules directly
+        # (the original's getattr(self.emb, ...) re-entered __getattr__ forever).
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            modules = self.__dict__.get("_modules")
+            if modules is not None and "emb" in modules and name != "emb":
+                return getattr(modules["emb"], name)
+            raise
+
+    def forward(self, positions: Tensor) -> Tensor:
+        """positions (B, L) integer -> (B, L, embed_dim)."""
+        return self.emb(positions.long())
+
+    def forward_input(self, input_: Tensor, positions: Optional[Tensor] = None) -> Tensor:
+        """input_ (B, L, embed_dim) + the embedding of positions (B, L)."""
+        if positions is None:
+            start = self.padding_idx + 1 if self.padding_idx is not None else 0
+            positions = positions_or_arange(None, input_.shape[1], start, input_.device)
+        return input_ + self.forward(positions).to(input_.dtype)
+
+
+# The bucket (T5, TUPE) and relative-key (Transformer-XL, Enformer) schemes live in their own
+# files; they are re-exported here so that every positional class is in seqops.nn.positional.
+from .positional_buckets import (T5PositionalEmbedding,  # noqa: E402
+                                 UnifiedPositionalEmbedding, t5_relative_position_bucket)
+from .positional_relative import (EnformerPositionalEmbedding,  # noqa: E402
+                                  TransformerXLPositionalEmbedding)
+
+__all__ = ["EnformerPositionalEmbedding", "LearnedPositionalEmbedding", "PositionalEmbedding",
+           "SinusoidalPositionalEmbedding", "T5PositionalEmbedding",
+           "TransformerXLPositionalEmbedding", "UnifiedPositionalEmbedding",
+           "t5_relative_position_bucket"]
