@@ -101,7 +101,7 @@ def t5_bucket(relative_position: Tensor, bidirectional: bool = True, num_buckets
     n = -relative_position
     bucket = torch.zeros_like(n)
     if bidirectional:
-        num_buckets //= 2
+        num_buckets = num_buckets // 2
         bucket = bucket + (n < 0).long() * num_buckets
         n = n.abs()
     else:

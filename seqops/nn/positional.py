@@ -136,6 +136,11 @@ class PositionalEmbedding(nn.Module):
         pq, pk = self._positions(positions_q, positions_k, len_q, len_k, device)
         return pk[:, None, :] - pq[:, :, None]
 
+    def forward(self, q: Tensor, k: Tensor, positions_q: Optional[Tensor] = None,
+                positions_k: Optional[Tensor] = None) -> Tensor:
+        """The relative schemes' forward is forward_attn (absolute ones override it)."""
+        return self.forward_attn(q, k, positions_q, positions_k)
+
     def forward_input(self, input_: Tensor, positions: Optional[Tensor] = None) -> Tensor:
         """input_ (B, L, D) -> the same with absolute positions added (identity here)."""
         return input_

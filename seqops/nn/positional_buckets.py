@@ -12,7 +12,6 @@ Fixes over the original (tests in tests/test_positional.py):
 T5 buckets compute their logarithm in float64 (as the fused kernel does); the T5 codebases use
 float32, and the two can differ only where float32 rounding crosses a bucket edge.
 """
-import math
 from typing import Optional, Tuple
 
 import torch
@@ -20,28 +19,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import ops
+from ..reference import t5_bucket
 from .positional import PositionalEmbedding, _resolve_scale
 
 
 def t5_relative_position_bucket(relative_position: Tensor, bidirectional: bool = True,
                                 num_buckets: int = 32, max_distance: int = 128) -> Tensor:
-    """T5's bucket of relative_position = key position - query position (Mesh-TF bucketing).
-
-    Half of the buckets (of each direction when bidirectional) hold exact distances, the rest
-    are log-spaced up to max_distance; farther distances share the last bucket."""
-    n = -relative_position
-    ret = torch.zeros_like(n)
-    buckets = num_buckets
-    if bidirectional:
-        buckets = num_buckets // 2
-        ret = ret + (n < 0).long() * buckets
-        n = n.abs()
-    else:
-        n = n.clamp(min=0)
-    max_exact = buckets // 2
-    scaled = torch.log(n.double().clamp(min=1) / max_exact) / math.log(max_distance / max_exact)
-    large = (max_exact + (scaled * (buckets - max_exact)).long()).clamp(max=buckets - 1)
-    return ret + torch.where(n < max_exact, n, large)
+    """T5's bucket of relative_position = key position - query position (Mesh-TF bucketing),
+    the same function the op's T5 policy uses (seqops.reference.t5_bucket)."""
+    return t5_bucket(relative_position, bidirectional, num_buckets, max_distance)
 
 
 # ----------------------------------------------------------------------------- T5
@@ -80,10 +66,6 @@ class T5PositionalEmbedding(PositionalEmbedding):
                     positions_k: Optional[Tensor] = None) -> Optional[Tensor]:
         rel = self._relative(positions_q, positions_k, q.shape[-2], k.shape[-2], q.device)
         return self.compute_bias(rel).to(q.dtype)
-
-    def forward(self, q: Tensor, k: Tensor, positions_q: Optional[Tensor] = None,
-                positions_k: Optional[Tensor] = None) -> Tensor:
-        return self.forward_attn(q, k, positions_q, positions_k)
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor] = None,
                causal: bool = False, scale: Optional[float] = None, dropout_p: float = 0.0,
@@ -194,10 +176,6 @@ class UnifiedPositionalEmbedding(PositionalEmbedding):
         if self.rel_pos_embed is not None:
             bias = bias + self._bucket_bias(positions_q, positions_k, len_q, len_k, q.device)
         return self.positional_embedding_dropout(bias).to(q.dtype)
-
-    def forward(self, q: Tensor, k: Tensor, positions_q: Optional[Tensor] = None,
-                positions_k: Optional[Tensor] = None) -> Tensor:
-        return self.forward_attn(q, k, positions_q, positions_k)
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor] = None,
                causal: bool = False, scale: Optional[float] = None, dropout_p: float = 0.0,

@@ -153,10 +153,6 @@ class TransformerXLPositionalEmbedding(_RelativeKeys):
         return (self.r_w_bias.view(self.num_heads, self.head_dim),
                 self.r_r_bias.view(self.num_heads, self.head_dim))
 
-    def forward(self, q: Tensor, k: Tensor, positions_q: Optional[Tensor] = None,
-                positions_k: Optional[Tensor] = None) -> Tensor:
-        return self.forward_attn(q, k, positions_q, positions_k)
-
 
 class EnformerPositionalEmbedding(_RelativeKeys):
     """Enformer relative attention (Avsec et al. 2021):
@@ -277,7 +273,3 @@ class EnformerPositionalEmbedding(_RelativeKeys):
     def _biases(self) -> Tuple[Tensor, Tensor]:
         return (self.content_bias.view(self.num_heads, self.head_dim),
                 self.pos_embed_bias.view(self.num_heads, self.head_dim))
-
-    def forward(self, q: Tensor, k: Tensor, positions_q: Optional[Tensor] = None,
-                positions_k: Optional[Tensor] = None) -> Tensor:
-        return self.forward_attn(q, k, positions_q, positions_k)
