@@ -48,7 +48,9 @@ def make_flex_t5(table, n):
     def score_mod(score, b, h, q_idx, kv_idx):
         return score + per_distance[h, kv_idx - q_idx + n - 1]
 
-    compiled = torch.compile(flex_attention, fullgraph=True)
+    # dynamic=False: recompiling for a second length with dynamic shapes hits an inductor CPU
+    # codegen error in torch 2.13 (undeclared cur_kvSplitSize<N>).
+    compiled = torch.compile(flex_attention, fullgraph=True, dynamic=False)
     return lambda q, k, v: compiled(q, k, v, score_mod=score_mod)
 
 
