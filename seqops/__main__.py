@@ -1,4 +1,5 @@
-"""The `seqops` command. `seqops info` prints build and runtime facts."""
+"""The `seqops` command: `info` (build and runtime facts), `bench` (seqops against the baselines,
+with tables, results.json and plots), `train` (the training demos)."""
 import argparse
 import signal
 import sys
@@ -30,15 +31,41 @@ def info() -> None:
         print(f"  {'seqops::' + op:<{op_width}}  {', '.join(registered_devices(op)) or 'none'}")
 
 
-def main(argv=None) -> None:
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
+          "float64": torch.float64}
+
+
+def bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from seqops.bench import FAMILIES, run
+
+    families = [f.strip() for f in args.ops.split(",") if f.strip()] if args.ops else list(FAMILIES)
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        parser.error(f"unknown op family {', '.join(unknown)} (choose from {', '.join(FAMILIES)})")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available to this torch")
+    profile = "smoke" if args.smoke else "quick" if args.quick else "full"
+    return run(families, args.device, DTYPES[args.dtype], profile, args.out)
+
+
+def main(argv=None) -> int:
     # Behave like other command-line tools when the output is cut short (`seqops info | head`).
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     parser = argparse.ArgumentParser(prog="seqops", description="seqops command line")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="build and runtime facts: versions, CUDA archs, CPU ISA, registered ops")
+    b = sub.add_parser("bench", help="time seqops against eager PyTorch, SDPA, FlexAttention and the originals")
+    b.add_argument("--ops", help="comma-separated op families (default: all)")
+    b.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    b.add_argument("--dtype", choices=list(DTYPES), default="float32")
+    b.add_argument("--quick", action="store_true", help="small sizes, few repeats: about a minute on 2 cores")
+    b.add_argument("--out", help="directory for results.json and the PNG plots")
+    b.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # tiny sizes, for tests
     args = parser.parse_args(argv)
     if args.command == "info":
         info()
+        return 0
+    return bench(args, b)
 
 
 if __name__ == "__main__":

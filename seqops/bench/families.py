@@ -1,0 +1,142 @@
+"""The benchmark cases of each op family: seqops against the baselines a user would pick instead.
+
+A family is a function (device, dtype, profile) -> iterator of Case, where profile is "full",
+"quick" (about a minute in all on 2 cores) or "smoke" (tiny sizes, for the CLI's tests); inputs
+are made lazily, one case at a time. Every op of seqops.ops.OP_NAMES belongs to a family (FAMILY_OF_OP); the tests
+check that the mapping covers every registered op.
+"""
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterator, List
+
+import torch
+import torch.nn.functional as F
+
+from .. import ops, reference
+
+
+@dataclass
+class Case:
+    family: str
+    name: str                              # what is computed, e.g. "T5 bias, forward"
+    length: int                            # the sequence length (the plots' x axis)
+    impls: Dict[str, Callable[[], object]]  # "seqops" first, then the baselines
+    work: float                            # FLOPs or bytes of one call
+    unit: str                              # "GFLOP/s" or "GB/s": how `work` is rated
+
+
+Family = Callable[[str, torch.dtype, str], Iterator[Case]]
+
+
+def _fwd_bwd(fn: Callable[..., torch.Tensor], *inputs: torch.Tensor) -> Callable[[], None]:
+    def run() -> None:
+        out = fn(*inputs)
+        out.backward(torch.ones_like(out))
+    return run
+
+
+def _no_grad(fn: Callable[[], object]) -> Callable[[], object]:
+    def run() -> object:
+        with torch.no_grad():
+            return fn()
+    return run
+
+
+# ----------------------------------------------------------------------------- pooling
+
+def pool(device: str, dtype: torch.dtype, profile: str) -> Iterator[Case]:
+    """seq_pool / lama_pool / masked_pool vs the originals' eager formulations (B=16, D=768)."""
+    B, D, H = (2, 16, 2) if profile == "smoke" else (16, 768, 8)
+    for L in {"full": [256, 1024, 4096], "quick": [256, 1024], "smoke": [8, 16]}[profile]:
+        x = torch.randn(B, L, D, device=device, dtype=dtype)
+        mask = torch.rand(B, L, device=device) > 0.1
+        w = torch.randn(1, D, device=device, dtype=dtype) * 0.02
+        read = x.numel() * x.element_size()
+        yield Case("pool", "seq_pool, forward", L, {
+            "seqops": _no_grad(lambda: ops.seq_pool(x, w, None, mask)),
+            # CCT's attention pool: a 1-unit linear, softmax over the sequence, bmm.
+            "eager": _no_grad(lambda: torch.softmax((x @ w.t()).masked_fill(~mask[..., None], float("-inf")), 1)
+                              .transpose(1, 2) @ x),
+        }, read, "GB/s")
+        p = torch.randn(D, H, device=device, dtype=dtype) / H ** 0.5
+        q = torch.randn(D, H, device=device, dtype=dtype) / H ** 0.5
+        yield Case("pool", "lama_pool, forward", L, {
+            "seqops": _no_grad(lambda: ops.lama_pool(x, p.t(), q.t(), mask)),
+            "eager": _no_grad(lambda: reference.lama_original(x, p, q, mask) @ x),
+        }, 2 * read, "GB/s")
+        yield Case("pool", "masked mean", L, {
+            "seqops": _no_grad(lambda: ops.masked_pool(x, mask, "mean")),
+            "eager": _no_grad(lambda: (x * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)),
+        }, read, "GB/s")
+
+
+# ----------------------------------------------------------------------------- attention
+
+T5_BUCKETS, T5_MAX_DISTANCE = 32, 128
+
+
+def _t5_bias(table: torch.Tensor, n: int) -> torch.Tensor:
+    """The (H, n, n) bias the originals build: bucket matrix, then a gather."""
+    rel = reference.relative_positions(n, n, device=table.device)
+    return table[:, reference.t5_bucket(rel, True, T5_BUCKETS, T5_MAX_DISTANCE)]
+
+
+def _eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    return torch.softmax((q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5 + bias, dim=-1) @ v
+
+
+def _flex_t5(table: torch.Tensor, n: int) -> Callable[..., torch.Tensor]:
+    """Compiled flex_attention whose score_mod reads an (H, 2n - 1) per-distance T5 table."""
+    from torch.nn.attention.flex_attention import flex_attention
+    distances = torch.arange(-(n - 1), n, device=table.device)
+    per_distance = table[:, reference.t5_bucket(distances, True, T5_BUCKETS, T5_MAX_DISTANCE)]
+
+    def score_mod(score, b, h, q_idx, kv_idx):
+        return score + per_distance[h, kv_idx - q_idx + n - 1]
+
+    # dynamic=False: recompiling for a second length with dynamic shapes hits an inductor CPU
+    # codegen error in torch 2.13 (undeclared cur_kvSplitSize<N>).
+    compiled = torch.compile(flex_attention, fullgraph=True, dynamic=False)
+    return lambda q, k, v: compiled(q, k, v, score_mod=score_mod)
+
+
+def attention(device: str, dtype: torch.dtype, profile: str) -> Iterator[Case]:
+    """Fused attention (no bias, T5) vs SDPA, SDPA with a materialized bias, eager, and compiled
+    FlexAttention (B=1, H=8, d=64; FLOPs by the 4 B H n^2 d convention). FlexAttention is
+    compiled once per length (about 8 s each on 2 cores); the smoke profile leaves it out."""
+    B, H, d = (1, 2, 8) if profile == "smoke" else (1, 8, 64)
+    for n in {"full": [1024, 2048, 4096], "quick": [512, 1024], "smoke": [8, 16]}[profile]:
+        q, k, v = (torch.randn(B, H, n, d, device=device, dtype=dtype) for _ in range(3))
+        table = torch.randn(H, T5_BUCKETS, device=device, dtype=dtype)
+        flops = 4 * B * H * n * n * d
+        yield Case("attention", "no bias, forward", n, {
+            "seqops": _no_grad(lambda: ops.attention(q, k, v)),
+            "sdpa": _no_grad(lambda: F.scaled_dot_product_attention(q, k, v)),
+            "eager": _no_grad(lambda: _eager_attention(q, k, v, 0.0)),
+        }, flops, "GFLOP/s")
+        t5 = {
+            "seqops": _no_grad(lambda: ops.attention(q, k, v, t5_table=table)),
+            "sdpa+bias": _no_grad(lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=_t5_bias(table, n))),
+            "eager": _no_grad(lambda: _eager_attention(q, k, v, _t5_bias(table, n))),
+        }
+        if profile != "smoke":
+            flex = _flex_t5(table, n)
+            t5["flex"] = _no_grad(lambda: flex(q, k, v))
+        yield Case("attention", "T5 bias, forward", n, t5, flops, "GFLOP/s")
+        if profile != "quick":
+            leaves = [t.clone().requires_grad_(True) for t in (q, k, v, table)]
+            yield Case("attention", "T5 bias, learnable table, forward+backward", n, {
+                "seqops": _fwd_bwd(lambda q, k, v, t: ops.attention(q, k, v, t5_table=t), *leaves),
+                "eager": _fwd_bwd(lambda q, k, v, t: _eager_attention(q, k, v, _t5_bias(t, n)), *leaves),
+            }, 2.5 * flops, "GFLOP/s")
+
+
+FAMILIES: Dict[str, Family] = {"pool": pool, "attention": attention}
+
+# The family that benchmarks each op (backward ops are timed inside their forward's family).
+FAMILY_OF_OP: Dict[str, str] = {
+    "seq_pool": "pool", "lama_pool": "pool", "masked_pool": "pool", "attention": "attention",
+}
+
+
+def family_names() -> List[str]:
+    return list(FAMILIES)
