@@ -6,8 +6,10 @@ Baselines (same inputs, interleaved, median of repeats):
   sdpa         F.scaled_dot_product_attention, no bias (the floor a bias-free kernel aims at)
   sdpa+bias    SDPA with the T5 bias materialized as an (H, n, n) float mask
   eager        the originals' way: logits = q k^T * scale + bias[(H, n, n) gathered], softmax, @ v
-  flex         torch.compile(flex_attention) with a T5 score_mod reading an (H, 2n - 1) table of
-               per-distance biases (no n^2 tensor either)
+  flex         torch.compile(flex_attention) with the T5 score_mod: table[h, bucket(kv - q)], the
+               bucket computed in the score_mod (no n^2 tensor either)
+  flex/table   the same with a cheaper score_mod reading a precomputed (H, 2n - 1) per-distance
+               table (not the T5 score_mod itself; shown for comparison)
 Relative keys: the eager Transformer-XL formulation (AC + rel-shifted BD) at the given lengths.
 Peak memory: a fresh process per case, VmHWM above the inputs (Linux).
 """
@@ -22,37 +24,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import seqops  # noqa: E402
+from seqops.bench.families import T5_BUCKETS, eager_attention, flex_t5, t5_bias  # noqa: E402
+from seqops.bench.timing import compare, markdown_table  # noqa: E402
 from seqops.ops import attention  # noqa: E402
-from seqops.reference import relative_positions, t5_bucket  # noqa: E402
-from timing import compare, markdown_table  # noqa: E402
-
-NUM_BUCKETS, MAX_DISTANCE = 32, 128
-
-
-def t5_bias(table, n):
-    """(H, n, n) bias built the originals' way (bucket matrix, then a gather)."""
-    buckets = t5_bucket(relative_positions(n, n), True, NUM_BUCKETS, MAX_DISTANCE)
-    return table[:, buckets]
-
-
-def eager_attention(q, k, v, bias):
-    logits = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5 + bias
-    return torch.softmax(logits, dim=-1) @ v
-
-
-def make_flex_t5(table, n):
-    """Compiled flex_attention with a T5 score_mod over the (H, 2n - 1) per-distance table."""
-    from torch.nn.attention.flex_attention import flex_attention
-    per_distance = table[:, t5_bucket(torch.arange(-(n - 1), n), True, NUM_BUCKETS, MAX_DISTANCE)]
-
-    def score_mod(score, b, h, q_idx, kv_idx):
-        return score + per_distance[h, kv_idx - q_idx + n - 1]
-
-    # dynamic=False: recompiling for a second length with dynamic shapes hits an inductor CPU
-    # codegen error in torch 2.13 (undeclared cur_kvSplitSize<N>).
-    compiled = torch.compile(flex_attention, fullgraph=True, dynamic=False)
-    return lambda q, k, v: compiled(q, k, v, score_mod=score_mod)
-
 
 def rel_shift(x):
     """Transformer-XL's shift: (B, H, n, n) scores over R rows (distance n-1 .. 0) -> by key."""
@@ -85,7 +59,7 @@ def ms(t):
 def bench_forward(n, repeats, flex):
     B, H, d = 1, 8, 64
     q, k, v = (torch.randn(B, H, n, d) for _ in range(3))
-    table = torch.randn(H, NUM_BUCKETS)
+    table = torch.randn(H, T5_BUCKETS)
     fns = {
         "seqops": lambda: attention(q, k, v),
         "seqops_t5": lambda: attention(q, k, v, t5_table=table),
@@ -94,8 +68,9 @@ def bench_forward(n, repeats, flex):
         "eager_t5": lambda: eager_attention(q, k, v, t5_bias(table, n)),
     }
     if flex:
-        flex_fn = make_flex_t5(table, n)
+        flex_fn, flex_table = flex_t5(table, n), flex_t5(table, n, per_distance=True)
         fns["flex_t5"] = lambda: flex_fn(q, k, v)
+        fns["flex_table"] = lambda: flex_table(q, k, v)
     with torch.no_grad():
         return compare(fns, repeats=repeats, warmup=2)
 
@@ -103,7 +78,7 @@ def bench_forward(n, repeats, flex):
 def bench_backward(n, repeats):
     B, H, d = 1, 8, 64
     q, k, v = (torch.randn(B, H, n, d, requires_grad=True) for _ in range(3))
-    table = torch.randn(H, NUM_BUCKETS, requires_grad=True)
+    table = torch.randn(H, T5_BUCKETS, requires_grad=True)
     return compare({
         "seqops_t5": fwd_bwd(lambda q, k, v, t: attention(q, k, v, t5_table=t), (q, k, v, table)),
         "eager_t5": fwd_bwd(lambda q, k, v, t: eager_attention(q, k, v, t5_bias(t, n)), (q, k, v, table)),
@@ -176,10 +151,12 @@ def main():
                      ms(t["eager_t5"]), f"{t['eager_t5'] / t['seqops_t5']:.1f}", ms(t["sdpa+bias_t5"]),
                      f"{t['sdpa+bias_t5'] / t['seqops_t5']:.1f}",
                      ms(t["flex_t5"]) if "flex_t5" in t else "-",
-                     f"{t['flex_t5'] / t['seqops_t5']:.1f}" if "flex_t5" in t else "-"])
+                     f"{t['flex_t5'] / t['seqops_t5']:.1f}" if "flex_t5" in t else "-",
+                     f"{t['flex_table'] / t['seqops_t5']:.1f}" if "flex_table" in t else "-"])
     print("\nForward")
     print(markdown_table(["n", "sdpa", "seqops", "/sdpa", "GF/s", "seqops T5", "T5 /sdpa", "eager T5",
-                          "eager/ours", "sdpa+bias", "sdpa+bias/ours", "flex T5", "flex/ours"], rows))
+                          "eager/ours", "sdpa+bias", "sdpa+bias/ours", "flex T5", "flex/ours",
+                          "flex/table / ours"], rows))
 
     rows = []
     for n in lengths:

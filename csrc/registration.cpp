@@ -56,6 +56,18 @@ TORCH_LIBRARY(seqops, m) {
         "Tensor grad_t5_table, Tensor grad_alibi_slopes, Tensor grad_rel_keys, "
         "Tensor grad_rel_scores, Tensor grad_content_bias, Tensor grad_position_bias)");
 #undef SEQOPS_ATTENTION_OPTIONS
+  // Memory compression over windows of `rate` rows (Compressive Transformer): mode 'mean',
+  // 'max' or 'conv' (nn.Conv1d(D, Dout, rate, stride=rate) as one GEMM; weight (Dout, D, rate),
+  // optional bias (Dout,)). out (B, L // rate, Dout); index (B, W, D) int64 is the max's offset
+  // in its window for 'max', empty otherwise. remainder: 'error' (L must be a positive multiple
+  // of rate) or 'keep' (the newest L % rate rows are not read; the caller keeps them). Exact
+  // contract: csrc/include/seqops/compress.h.
+  m.def("compress(Tensor x, int rate, str mode='mean', Tensor? weight=None, Tensor? bias=None,"
+        " str remainder='error') -> (Tensor out, Tensor index)");
+  // grad_x (B, L, D) (zeros in the tail rows); gradients not asked for come back empty.
+  m.def("compress_backward(Tensor grad_out, Tensor x, int rate, str mode, Tensor? weight,"
+        " Tensor index, bool x_grad, bool weight_grad, bool bias_grad)"
+        " -> (Tensor grad_x, Tensor grad_weight, Tensor grad_bias)");
   // Build facts for `seqops info`.
   m.def("cpu_isa() -> str", [] { return seqops::cpu_isa_name(); });
 }

@@ -1,6 +1,7 @@
 """The `seqops` command: `info` (build and runtime facts), `bench` (seqops against the baselines,
 with tables, results.json and plots), `train` (the training demos)."""
 import argparse
+import os
 import signal
 import sys
 
@@ -48,6 +49,29 @@ def bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return run(families, args.device, DTYPES[args.dtype], profile, args.out)
 
 
+TRAINERS = {"compressive": "seqops.train_compressive", "linformer": "seqops.train_linformer"}
+
+
+def train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    import importlib
+
+    from seqops import training
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available to this torch")
+    if args.data is not None and not os.path.isfile(args.data):
+        parser.error(f"--data: no such file: {args.data}")
+    trainer = importlib.import_module(TRAINERS[args.model])
+    checkpoint = args.checkpoint or os.path.join("checkpoints", f"{args.model}.pt")
+    result = trainer.train(data_path=args.data, steps=args.steps, device=args.device, seed=args.seed,
+                           checkpoint=checkpoint)
+    for line in training.summary(args.model, result):
+        print(line)
+    print(f"validation loss {result['valid_loss']:.3f}; checkpoint {result.get('checkpoint', '-')}")
+    print("sample:\n" + result["sample"])
+    return 130 if result["interrupted"] else 0
+
+
 def main(argv=None) -> int:
     # Behave like other command-line tools when the output is cut short (`seqops info | head`).
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
@@ -61,10 +85,19 @@ def main(argv=None) -> int:
     b.add_argument("--quick", action="store_true", help="small sizes, few repeats: about a minute on 2 cores")
     b.add_argument("--out", help="directory for results.json and the PNG plots")
     b.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # tiny sizes, for tests
+    t = sub.add_parser("train", help="train a demo character-level language model (no download needed)")
+    t.add_argument("--model", choices=list(TRAINERS), required=True)
+    t.add_argument("--data", help="a text file to train on (default: the Python standard library's sources)")
+    t.add_argument("--steps", type=int, default=300)
+    t.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--checkpoint", help="where to save the model (default: checkpoints/<model>.pt)")
     args = parser.parse_args(argv)
     if args.command == "info":
         info()
         return 0
+    if args.command == "train":
+        return train(args, t)
     return bench(args, b)
 
 

@@ -188,3 +188,15 @@ torch.library.register_autograd("seqops::attention", _attn.attention_autograd,
 # Attention is matmul-shaped: under autocast it runs in the low-precision dtype.
 torch.library.register_autocast("seqops::attention", "cpu", torch.bfloat16)
 torch.library.register_autocast("seqops::attention", "cuda", torch.float16)
+
+# ----------------------------------------------------------------------------- compress
+from . import ops_compress as _compress  # noqa: E402
+from .ops_compress import compress  # noqa: E402,F401
+
+OP_NAMES = OP_NAMES + ("compress", "compress_backward")
+torch.library.register_fake("seqops::compress", _compress.compress_fake)
+torch.library.register_fake("seqops::compress_backward", _compress.compress_backward_fake)
+torch.library.register_autograd("seqops::compress", _compress.compress_autograd,
+                                setup_context=_compress.compress_setup_context)
+_compress_lib = torch.library.Library("seqops", "FRAGMENT")  # keeps the autocast rule alive
+_compress.register_autocast(_compress_lib)

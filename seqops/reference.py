@@ -187,3 +187,64 @@ def attention(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor
         p = p * dropout_mask / (1.0 - dropout_p)
     out = p @ v.repeat_interleave(Hq // v.shape[1], dim=1)
     return out, lse
+
+
+# ----------------------------------------------------------------------------- compress
+
+def compress(x: Tensor, rate: int, mode: str = "mean", weight: Optional[Tensor] = None,
+             bias: Optional[Tensor] = None, remainder: str = "error") -> Tuple[Tensor, Tensor]:
+    """seqops.ops.compress materialized: (compressed (B, L // rate, Dout), tail (B, L % rate, D))."""
+    B, L, D = x.shape
+    if remainder == "error" and (L < rate or L % rate != 0):
+        raise ValueError(f"length {L} is not a positive multiple of rate {rate}")
+    W = L // rate
+    head = x[:, :W * rate]
+    if mode == "conv":
+        out = F.conv1d(head.transpose(1, 2), weight, bias, stride=rate).transpose(1, 2)
+    elif mode == "mean":
+        out = head.reshape(B, W, rate, D).mean(2)
+    else:
+        out = head.reshape(B, W, rate, D).amax(2)
+    return out, x[:, W * rate:]
+
+
+def compressive_layer(state: dict[str, Tensor], x: Tensor, mem: Optional[Tensor] = None,
+                      c_mem: Optional[Tensor] = None, key_padding_mask: Optional[Tensor] = None,
+                      causal: bool = True, heads: int = 1, eps: float = 1e-5) -> Tensor:
+    """One Compressive Transformer layer (labml's pre-LayerNorm math) from a state_dict in
+    labml's layout, batch-first and fully materialized.
+
+    x (B, Lq, D); mem (B, Lm, D) and c_mem (B, Lc, D) un-normalized, keys = [c_mem; mem; x];
+    key_padding_mask bool (B, Lc + Lm + Lq). The relative tables key_pos_embeddings (2P, H, d)
+    and key_pos_bias (2P, H) are indexed P + (key position - query position), clamped to the
+    table (labml: P = 4096 and no clamping, i.e. spans up to P):
+    logit = ((q_i + query_pos_bias).k_j + q_i.R[idx] + S[idx]) / sqrt(d).
+    """
+    def norm(t: Tensor, name: str) -> Tensor:
+        return F.layer_norm(t, t.shape[-1:], state[name + ".weight"], state[name + ".bias"], eps)
+
+    B, Lq, D = x.shape
+    d = D // heads
+    z = norm(x, "norm_self_attn")
+    memory = [t for t in (c_mem, mem) if t is not None]
+    kv = torch.cat([norm(torch.cat(memory, 1), "norm_self_attn"), z], 1) if memory else z
+    Lk = kv.shape[1]
+    a = "self_attn."
+    q = F.linear(z, state[a + "query.linear.weight"]).view(B, Lq, heads, d)
+    k = F.linear(kv, state[a + "key.linear.weight"]).view(B, Lk, heads, d)
+    v = F.linear(kv, state[a + "value.linear.weight"], state[a + "value.linear.bias"]).view(B, Lk, heads, d)
+    R, S, u = state[a + "key_pos_embeddings"], state[a + "key_pos_bias"], state[a + "query_pos_bias"]
+    P = R.shape[0] // 2
+    i = torch.arange(Lq, device=x.device)[:, None]
+    j = torch.arange(Lk, device=x.device)[None, :]
+    idx = (P + j - (i + Lk - Lq)).clamp(0, 2 * P - 1)            # (Lq, Lk)
+    logits = (torch.einsum("bihd,bjhd->bhij", q + u, k)
+              + torch.einsum("bihd,ijhd->bhij", q, R[idx])
+              + S[idx].permute(2, 0, 1)[None]) / math.sqrt(d)
+    keep = attention_keep(B, Lq, Lk, key_padding_mask, causal, x.device)
+    p = _masked_softmax(logits, keep)
+    attn = torch.einsum("bhij,bjhd->bihd", p, v).reshape(B, Lq, D)
+    x = x + F.linear(attn, state[a + "output.weight"], state[a + "output.bias"])
+    hidden = torch.relu(F.linear(norm(x, "norm_ff"), state["feed_forward.layer1.weight"],
+                                 state["feed_forward.layer1.bias"]))
+    return x + F.linear(hidden, state["feed_forward.layer2.weight"], state["feed_forward.layer2.bias"])

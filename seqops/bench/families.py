@@ -5,6 +5,7 @@ A family is a function (device, dtype, profile) -> iterator of Case, where profi
 are made lazily, one case at a time. Every op of seqops.ops.OP_NAMES belongs to a family (FAMILY_OF_OP); the tests
 check that the mapping covers every registered op.
 """
+import math
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List
 
@@ -74,24 +75,43 @@ def pool(device: str, dtype: torch.dtype, profile: str) -> Iterator[Case]:
 T5_BUCKETS, T5_MAX_DISTANCE = 32, 128
 
 
-def _t5_bias(table: torch.Tensor, n: int) -> torch.Tensor:
+def t5_bias(table: torch.Tensor, n: int) -> torch.Tensor:
     """The (H, n, n) bias the originals build: bucket matrix, then a gather."""
     rel = reference.relative_positions(n, n, device=table.device)
     return table[:, reference.t5_bucket(rel, True, T5_BUCKETS, T5_MAX_DISTANCE)]
 
 
-def _eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+def eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     return torch.softmax((q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5 + bias, dim=-1) @ v
 
 
-def _flex_t5(table: torch.Tensor, n: int) -> Callable[..., torch.Tensor]:
-    """Compiled flex_attention whose score_mod reads an (H, 2n - 1) per-distance T5 table."""
-    from torch.nn.attention.flex_attention import flex_attention
-    distances = torch.arange(-(n - 1), n, device=table.device)
-    per_distance = table[:, reference.t5_bucket(distances, True, T5_BUCKETS, T5_MAX_DISTANCE)]
+def _t5_bucket_scalar(rel: torch.Tensor) -> torch.Tensor:
+    """T5's bidirectional bucket of r = key - query, written with the tensor ops a score_mod can
+    use (float32 log, as the T5 codebases compute it)."""
+    half = T5_BUCKETS // 2
+    max_exact = half // 2
+    n = -rel
+    offset = (n < 0).to(torch.int64) * half
+    n = n.abs()
+    ratio = torch.log(n.to(torch.float32).clamp(min=1) / max_exact) / math.log(T5_MAX_DISTANCE / max_exact)
+    large = torch.clamp(max_exact + (ratio * (half - max_exact)).to(torch.int64), max=half - 1)
+    return offset + torch.where(n < max_exact, n, large)
 
-    def score_mod(score, b, h, q_idx, kv_idx):
-        return score + per_distance[h, kv_idx - q_idx + n - 1]
+
+def flex_t5(table: torch.Tensor, n: int, per_distance: bool = False) -> Callable[..., torch.Tensor]:
+    """Compiled flex_attention with the T5 score_mod: table[h, bucket(kv_idx - q_idx)], the bucket
+    computed inside the score_mod. per_distance=True instead reads a precomputed (H, 2n - 1)
+    per-distance table (a cheaper score_mod than the issue's baseline, shown for comparison)."""
+    from torch.nn.attention.flex_attention import flex_attention
+    if per_distance:
+        distances = torch.arange(-(n - 1), n, device=table.device)
+        rel_table = table[:, reference.t5_bucket(distances, True, T5_BUCKETS, T5_MAX_DISTANCE)]
+
+        def score_mod(score, b, h, q_idx, kv_idx):
+            return score + rel_table[h, kv_idx - q_idx + n - 1]
+    else:
+        def score_mod(score, b, h, q_idx, kv_idx):
+            return score + table[h, _t5_bucket_scalar(kv_idx - q_idx)]
 
     # dynamic=False: recompiling for a second length with dynamic shapes hits an inductor CPU
     # codegen error in torch 2.13 (undeclared cur_kvSplitSize<N>).
@@ -111,30 +131,54 @@ def attention(device: str, dtype: torch.dtype, profile: str) -> Iterator[Case]:
         yield Case("attention", "no bias, forward", n, {
             "seqops": _no_grad(lambda: ops.attention(q, k, v)),
             "sdpa": _no_grad(lambda: F.scaled_dot_product_attention(q, k, v)),
-            "eager": _no_grad(lambda: _eager_attention(q, k, v, 0.0)),
+            "eager": _no_grad(lambda: eager_attention(q, k, v, 0.0)),
         }, flops, "GFLOP/s")
         t5 = {
             "seqops": _no_grad(lambda: ops.attention(q, k, v, t5_table=table)),
-            "sdpa+bias": _no_grad(lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=_t5_bias(table, n))),
-            "eager": _no_grad(lambda: _eager_attention(q, k, v, _t5_bias(table, n))),
+            "sdpa+bias": _no_grad(lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=t5_bias(table, n))),
+            "eager": _no_grad(lambda: eager_attention(q, k, v, t5_bias(table, n))),
         }
         if profile != "smoke":
-            flex = _flex_t5(table, n)
+            flex = flex_t5(table, n)
             t5["flex"] = _no_grad(lambda: flex(q, k, v))
         yield Case("attention", "T5 bias, forward", n, t5, flops, "GFLOP/s")
         if profile != "quick":
             leaves = [t.clone().requires_grad_(True) for t in (q, k, v, table)]
             yield Case("attention", "T5 bias, learnable table, forward+backward", n, {
                 "seqops": _fwd_bwd(lambda q, k, v, t: ops.attention(q, k, v, t5_table=t), *leaves),
-                "eager": _fwd_bwd(lambda q, k, v, t: _eager_attention(q, k, v, _t5_bias(t, n)), *leaves),
+                "eager": _fwd_bwd(lambda q, k, v, t: eager_attention(q, k, v, t5_bias(t, n)), *leaves),
             }, 2.5 * flops, "GFLOP/s")
 
 
-FAMILIES: Dict[str, Family] = {"pool": pool, "attention": attention}
+# ----------------------------------------------------------------------------- compressive
+
+def compressive(device: str, dtype: torch.dtype, profile: str) -> Iterator[Case]:
+    """Memory compression (rate 4) vs the eager ways: labml's Conv1d over a transposed memory, and
+    reshape + mean / max; forward+backward (B=8, D=512, the memory length is n)."""
+    B, D, rate = (2, 16, 4) if profile == "smoke" else (8, 512, 4)
+    for L in {"full": [512, 2048, 8192], "quick": [512, 2048], "smoke": [8, 16]}[profile]:
+        x = torch.randn(B, L, D, device=device, dtype=dtype, requires_grad=True)
+        conv = torch.nn.Conv1d(D, D, rate, stride=rate, device=device, dtype=dtype)
+        w, b = conv.weight.detach().requires_grad_(True), conv.bias.detach().requires_grad_(True)
+        io = 2 * x.numel() * x.element_size()  # read x, write dx (the GEMM reads the weight once)
+        yield Case("compressive", "compress conv, forward+backward", L, {
+            "seqops": _fwd_bwd(lambda x, w, b: ops.compress(x, rate, "conv", w, b)[0], x, w, b),
+            "eager": _fwd_bwd(lambda x, w, b: F.conv1d(x.transpose(1, 2), w, b, stride=rate).transpose(1, 2), x, w, b),
+        }, 4 * B * L * D * D, "GFLOP/s")
+        for mode in ("mean", "max"):
+            reduce = (lambda t: t.mean(2)) if mode == "mean" else (lambda t: t.amax(2))
+            yield Case("compressive", f"compress {mode}, forward+backward", L, {
+                "seqops": _fwd_bwd(lambda x, m=mode: ops.compress(x, rate, m)[0], x),
+                "eager": _fwd_bwd(lambda x, r=reduce: r(x.view(B, L // rate, rate, D)), x),
+            }, io, "GB/s")
+
+
+FAMILIES: Dict[str, Family] = {"pool": pool, "attention": attention, "compressive": compressive}
 
 # The family that benchmarks each op (backward ops are timed inside their forward's family).
 FAMILY_OF_OP: Dict[str, str] = {
     "seq_pool": "pool", "lama_pool": "pool", "masked_pool": "pool", "attention": "attention",
+    "compress": "compressive",
 }
 
 
