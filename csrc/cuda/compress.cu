@@ -16,6 +16,7 @@
 
 #include "block_reduce.cuh"
 #include "cuda_context.h"
+#include "max_rule.cuh"
 #include "seqops/compress.h"
 
 namespace seqops::cuda {
@@ -23,16 +24,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-// The CPU vector primitive's max rule: take v when nothing is held yet, when it is larger, or
-// when it is NaN; a held NaN sticks; in window order, ties keep the first row.
-template <typename acc_t>
-__device__ inline void window_max(acc_t& best, int64_t& arg, acc_t v, int64_t k) {
-  const bool best_is_nan = best != best;
-  if (!best_is_nan && (v > best || v != v || arg < 0)) {
-    best = v;
-    arg = k;
-  }
-}
 
 template <typename T, CompressMode M, typename acc_t = at::opmath_type<T>>
 __global__ void __launch_bounds__(kThreads)
@@ -50,7 +41,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int64_t k = 0; k < rate; ++k) {
       const acc_t v = static_cast<acc_t>(row[k * stride_l]);
       if constexpr (M == CompressMode::Mean) acc += v;
-      else window_max(acc, arg, v, k);
+      else max_update(acc, arg, v, k);
     }
     if constexpr (M == CompressMode::Mean) {
       out[i] = static_cast<T>(acc * inv_rate);

@@ -16,6 +16,7 @@
 
 #include "block_reduce.cuh"
 #include "cuda_context.h"
+#include "max_rule.cuh"
 #include "seqops/checks.h"
 #include "seqops/pooling.h"
 
@@ -26,16 +27,6 @@ constexpr int kColThreads = 256;  // columns per block in the forward
 constexpr int kRowUnroll = 4;     // rows loaded ahead per step
 constexpr int kPointThreads = 256;
 
-// The CPU max_update rule: take x when nothing is held yet, when it is larger, or when it is
-// NaN; once NaN is held it sticks. Scanning in order, ties keep the first index.
-template <typename acc_t>
-__device__ inline void max_update(acc_t& best, int64_t& index, acc_t v, int64_t t) {
-  const bool best_is_nan = best != best;
-  if (!best_is_nan && (v > best || v != v || index < 0)) {
-    best = v;
-    index = t;
-  }
-}
 
 template <typename T, typename acc_t = at::opmath_type<T>>
 __global__ void __launch_bounds__(kColThreads)
