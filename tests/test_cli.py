@@ -73,3 +73,21 @@ def test_cuda_request_without_a_gpu_is_explained():
         pytest.skip("a CUDA device is present")
     out = run_cli("bench", "--device", "cuda")
     assert out.returncode == 2 and "no CUDA device" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("model", ["compressive", "linformer"])
+def test_train_runs_saves_and_samples(model, tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("def f(x):\n    return x + 1\n" * 400)
+    checkpoint = tmp_path / f"{model}.pt"
+    status = cli.main(["train", "--model", model, "--data", str(corpus), "--steps", "3",
+                       "--checkpoint", str(checkpoint)])
+    assert status == 0
+    printed = capsys.readouterr().out
+    assert f"{model}: 3 steps" in printed and "validation loss" in printed and "sample:" in printed
+    assert checkpoint.exists()
+
+
+def test_train_missing_data_file_is_explained(tmp_path):
+    out = run_cli("train", "--model", "linformer", "--data", str(tmp_path / "nope.txt"))
+    assert out.returncode == 2 and "no such file" in out.stderr and "Traceback" not in out.stderr

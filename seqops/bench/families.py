@@ -173,7 +173,40 @@ def compressive(device: str, dtype: torch.dtype, profile: str) -> Iterator[Case]
             }, io, "GB/s")
 
 
-FAMILIES: Dict[str, Family] = {"pool": pool, "attention": attention, "compressive": compressive}
+# ----------------------------------------------------------------------------- linformer
+
+def linformer(device: str, dtype: torch.dtype, profile: str) -> Iterator[Case]:
+    """Linformer(input_size=n, channels=512, dim_k=256, nhead=8, depth=2), forward+backward at batch
+    1, vs a torch.nn.TransformerEncoder of the same width / depth / heads (SDPA attention) and
+    linformer-pytorch when it is installed (same weights, loaded into ours' layout)."""
+    from torch import nn
+
+    from ..nn import Linformer, load_linformer_pytorch
+    channels, dim_k, heads, depth, dim_ff = (16, 4, 2, 1, 16) if profile == "smoke" else (512, 256, 8, 2, 256)
+    for n in {"full": [1024, 4096, 16384], "quick": [1024, 4096], "smoke": [8, 16]}[profile]:
+        k = min(dim_k, n)
+        ours = Linformer(input_size=n, channels=channels, dim_k=k, nhead=heads, depth=depth, dim_ff=dim_ff,
+                         device=device, dtype=dtype)
+        layer = nn.TransformerEncoderLayer(channels, heads, dim_ff, dropout=0.1, activation="gelu",
+                                           batch_first=True, device=device, dtype=dtype)
+        encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        x = torch.randn(1, n, channels, device=device, dtype=dtype, requires_grad=True)
+        impls = {"seqops": _fwd_bwd(ours, x), "sdpa encoder": _fwd_bwd(encoder, x)}
+        try:
+            import linformer_pytorch
+            original = linformer_pytorch.Linformer(input_size=n, channels=channels, dim_k=k, nhead=heads,
+                                                   depth=depth, dim_ff=dim_ff).to(device, dtype)
+            load_linformer_pytorch(ours, original.state_dict())
+            impls["linformer-pytorch"] = _fwd_bwd(original, x)
+        except ImportError:
+            pass
+        # Per layer: QKV/output projections 8 n c^2, E/F 4 n k c, attention 4 n k c; x3 for fwd+bwd.
+        flops = 3 * depth * (8 * n * channels ** 2 + 8 * n * k * channels + 4 * n * channels * dim_ff)
+        yield Case("linformer", "encoder, forward+backward", n, impls, flops, "GFLOP/s")
+
+
+FAMILIES: Dict[str, Family] = {"pool": pool, "attention": attention, "linformer": linformer,
+                               "compressive": compressive}
 
 # The family that benchmarks each op (backward ops are timed inside their forward's family).
 FAMILY_OF_OP: Dict[str, str] = {

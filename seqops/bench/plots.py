@@ -45,7 +45,8 @@ def plot_results(rows: List[dict], out_dir: str) -> List[str]:
             ax.set_xlabel("sequence length")
             ax.set_ylabel(label)
             ax.grid(True, which="both", alpha=0.3)
-            ax.legend()
+            if ax.lines:
+                ax.legend()
         fig.suptitle(f"{family}: {case}")
         fig.tight_layout()
         path = os.path.join(out_dir, f"{family}_{_slug(case)}.png")
