@@ -22,7 +22,6 @@ import sys
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import seqops  # noqa: E402
 from seqops.bench.families import T5_BUCKETS, eager_attention, flex_t5, t5_bias  # noqa: E402
 from seqops.bench.timing import compare, markdown_table  # noqa: E402

@@ -29,8 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from timing import markdown_table  # noqa: E402
+from seqops.bench.timing import markdown_table  # noqa: E402
 
 VOCAB, RATE = 256, 4
 FULL = [(128, 4, 128), (128, 4, 512), (256, 4, 256), (256, 8, 512), (512, 8, 256), (512, 8, 512)]  # (d_model, heads, seq_len)

@@ -28,7 +28,7 @@ from torch import nn
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import seqops  # noqa: E402
 from seqops.nn import Linformer, load_linformer_pytorch  # noqa: E402
-from timing import compare, markdown_table  # noqa: E402
+from seqops.bench.timing import compare, markdown_table  # noqa: E402
 
 CHANNELS, DIM_K, NHEAD, DEPTH, DIM_FF = 512, 256, 8, 2, 256
 

@@ -7,15 +7,13 @@ Effective bandwidth counts one read of x (the minimum traffic). Each case also t
 "fwd / read" near 1.0 means the op runs at memory speed.
 """
 import argparse
-import os
 import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import seqops  # noqa: E402
 from seqops import reference  # noqa: E402
-from timing import compare, markdown_table  # noqa: E402
+from seqops.bench.timing import compare, markdown_table  # noqa: E402
 
 
 def eager_seq_pool(x, w):
