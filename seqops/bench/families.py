@@ -152,9 +152,32 @@ def attention(device: str, dtype: torch.dtype, profile: str) -> Iterator[Case]:
 
 # ----------------------------------------------------------------------------- compressive
 
+def _training_step(impl, d: int, heads: int, seq_len: int, layers: int, batch: int) -> Callable[[], None]:
+    """One step of compressive_steps' `impl` (seqops or labml) on steady-state memories."""
+    from .compressive_steps import VOCAB, steady_memories
+    step = impl(d, heads, seq_len, layers, batch, 2 * d)
+    step.set_memory(*steady_memories(d, seq_len, layers, batch))
+    data = torch.randint(0, VOCAB, (batch, seq_len + 1))
+    return lambda: step(data[:, :-1], data[:, 1:])
+
+
 def compressive(device: str, dtype: torch.dtype, profile: str) -> Iterator[Case]:
-    """Memory compression (rate 4) vs the eager ways: labml's Conv1d over a transposed memory, and
-    reshape + mean / max; forward+backward (B=8, D=512, the memory length is n)."""
+    """A Compressive Transformer training step (forward, memory update, LM + reconstruction loss,
+    backward; 2 layers, d_model 256, 4 heads, seq = mem = c_mem = n, rate 4, batch 4) vs labml_nn
+    when it is installed (CPU float32 only: labml's side is fixed to it); then memory compression
+    (rate 4) vs the eager ways: labml's Conv1d over a transposed memory, and reshape + mean / max;
+    forward+backward (B=8, D=512, the memory length is n)."""
+    if device == "cpu" and dtype == torch.float32:
+        from .compressive_steps import LabmlStep, SeqopsStep
+        d, heads, layers, batch = (16, 2, 1, 2) if profile == "smoke" else (256, 4, 2, 4)
+        for n in {"full": [128, 256, 512], "quick": [128, 256], "smoke": [8]}[profile]:
+            impls = {"seqops": _training_step(SeqopsStep, d, heads, n, layers, batch)}
+            try:
+                impls["labml"] = _training_step(LabmlStep, d, heads, n, layers, batch)
+            except ImportError:
+                pass
+            # Per layer: the projections and the feed-forward (8 + 4) n d^2 x batch, x3 for fwd+bwd.
+            yield Case("compressive", "training step", n, impls, 3 * layers * batch * 12 * n * d * d, "GFLOP/s")
     B, D, rate = (2, 16, 4) if profile == "smoke" else (8, 512, 4)
     for L in {"full": [512, 2048, 8192], "quick": [512, 2048], "smoke": [8, 16]}[profile]:
         x = torch.randn(B, L, D, device=device, dtype=dtype, requires_grad=True)
