@@ -52,12 +52,20 @@ def pool(device: str, dtype: torch.dtype, profile: str) -> Iterator[Case]:
         mask = torch.rand(B, L, device=device) > 0.1
         w = torch.randn(1, D, device=device, dtype=dtype) * 0.02
         read = x.numel() * x.element_size()
-        yield Case("pool", "seq_pool, forward", L, {
+        impls = {
             "seqops": _no_grad(lambda: ops.seq_pool(x, w, None, mask)),
             # CCT's attention pool: a 1-unit linear, softmax over the sequence, bmm.
             "eager": _no_grad(lambda: torch.softmax((x @ w.t()).masked_fill(~mask[..., None], float("-inf")), 1)
                               .transpose(1, 2) @ x),
-        }, read, "GB/s")
+        }
+        try:  # the original package (no mask argument: it pools every position)
+            from seqpool import CVTSeqPool
+            original = CVTSeqPool(D).to(device, dtype)
+            original.pool.weight.data.copy_(w)
+            impls["seqpool"] = _no_grad(lambda: original(x))
+        except ImportError:
+            pass
+        yield Case("pool", "seq_pool, forward", L, impls, read, "GB/s")
         p = torch.randn(D, H, device=device, dtype=dtype) / H ** 0.5
         q = torch.randn(D, H, device=device, dtype=dtype) / H ** 0.5
         yield Case("pool", "lama_pool, forward", L, {
