@@ -77,10 +77,6 @@ def sample_next(logits: Tensor, temperature: float, top_k: Optional[int], genera
     return torch.multinomial(torch.softmax(logits.float(), -1), 1, generator=generator).squeeze(-1)
 
 
-def progress(total: int, desc: str) -> "Progress":
-    return Progress(total, desc)
-
-
 class Progress:
     """tqdm when it is installed, else a line every 10% of the steps."""
 
@@ -110,7 +106,7 @@ class Progress:
 def run_steps(steps: int, step: Callable[[int], Dict[str, float]], desc: str) -> Dict[str, object]:
     """Calls step(i) for i < steps under a progress bar; Ctrl-C stops cleanly after the current
     step. Returns the steps done, the losses, tokens/s and whether it was interrupted."""
-    bar = progress(steps, desc)
+    bar = Progress(steps, desc)
     losses: List[float] = []
     tokens = 0
     start = time.perf_counter()

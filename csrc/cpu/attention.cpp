@@ -29,9 +29,9 @@ template <typename A>
 struct Operands {
   at::Tensor q, k, v;
   at::Tensor key_add;  // (B, Lk): 0 where a key may be attended, -inf where padded; or undefined
-  const A* qp() const { return q.data_ptr<A>(); }
-  const A* kp() const { return k.data_ptr<A>(); }
-  const A* vp_() const { return v.data_ptr<A>(); }
+  const A* q_data() const { return q.data_ptr<A>(); }
+  const A* k_data() const { return k.data_ptr<A>(); }
+  const A* v_data() const { return v.data_ptr<A>(); }
 };
 
 template <typename A>
@@ -83,7 +83,7 @@ struct TileScorer {
   // S = qs K^T + term, masked.
   void scores(typename Policy::Workspace& ws, int64_t b, int64_t h, const A* qs, const Tile<A>& t) {
     const int64_t hk = h / (a.heads_q / a.heads_k);
-    const A* K = ops.kp() + ((b * a.heads_k + hk) * a.len_k + t.j0) * a.dim;
+    const A* K = ops.k_data() + ((b * a.heads_k + hk) * a.len_k + t.j0) * a.dim;
     gemm(t.s, t.ld, qs, a.dim, false, K, a.dim, true, t.rows, t.cols, a.dim, false);
     policy.add_scores(ws, b, h, t);
     const A* key_add = ops.key_add.defined() ? ops.key_add.template data_ptr<A>() + b * a.len_k + t.j0 : nullptr;
@@ -110,11 +110,11 @@ void forward_kernel(const AttentionArgs& a, const Operands<A>& ops, Policy& poli
       const int64_t b = bh / a.heads_q, h = bh % a.heads_q;
       const int64_t hk = h / (a.heads_q / a.heads_k);
       const int64_t ni = std::min(kBlockQ, a.len_q - i0);
-      policy.prepare_query(ws, b, h, i0, ni, d, ops.qp() + (bh * a.len_q + i0) * d, qs.data.data());
+      policy.prepare_query(ws, b, h, i0, ni, d, ops.q_data() + (bh * a.len_q + i0) * d, qs.data.data());
       std::fill(m.begin(), m.end(), kNegInf<A>);
       std::fill(l.begin(), l.end(), A(0));
       std::fill(O.data.begin(), O.data.end(), A(0));
-      const A* V = ops.vp_() + (b * a.heads_k + hk) * a.len_k * dv;
+      const A* V = ops.v_data() + (b * a.heads_k + hk) * a.len_k * dv;
       for (int64_t j0 = 0, j_end = scorer.key_end(i0, ni); j0 < j_end; j0 += kBlockK) {
         const Tile<A> t{S.data.data(), S.ld, i0, ni, j0, std::min(kBlockK, a.len_k - j0)};
         scorer.scores(ws, b, h, qs.data.data(), t);
@@ -160,8 +160,8 @@ void backward_kernel(const AttentionArgs& a, const Operands<A>& ops, Policy& pol
     std::vector<A> D(kBlockQ);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / a.heads_k, hk = task % a.heads_k;
-      const A* K = ops.kp() + task * a.len_k * d;
-      const A* V = ops.vp_() + task * a.len_k * dv;
+      const A* K = ops.k_data() + task * a.len_k * d;
+      const A* V = ops.v_data() + task * a.len_k * dv;
       A* dK = dk + task * a.len_k * d;
       A* dV = dv_out + task * a.len_k * dv;
       for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
@@ -170,7 +170,7 @@ void backward_kernel(const AttentionArgs& a, const Operands<A>& ops, Policy& pol
           const int64_t ni = std::min(kBlockQ, a.len_q - i0);
           const int64_t row0 = bh * a.len_q + i0;
           const A* dO = grad_out + row0 * dv;
-          policy.prepare_query(ws, b, h, i0, ni, d, ops.qp() + row0 * d, qs.data.data());
+          policy.prepare_query(ws, b, h, i0, ni, d, ops.q_data() + row0 * d, qs.data.data());
           for (int64_t i = 0; i < ni; ++i)  // D_i = dO_i . O_i = sum_j P_ij dP_ij
             D[i] = vp.dot_acc(dO + i * dv, out + (row0 + i) * dv, dv);
           std::fill(dqc.data.begin(), dqc.data.end(), A(0));
@@ -183,26 +183,24 @@ void backward_kernel(const AttentionArgs& a, const Operands<A>& ops, Policy& pol
               if (m == kNegInf<A>) std::fill(t.row(i), t.row(i) + nj, A(0));
               else vp.exp_sum(t.row(i), nj, m);  // P = exp(S - lse)
             }
-            // With dropout, dV and dP see the dropped probabilities P * M.
-            const A* Pv = t.s;
-            if (a.dropout_p > 0) {
-              for (int64_t i = 0; i < ni; ++i) {
-                A* f = drop.row(i);
-                dropout_factors(a, bh, i0 + i, j0, nj, f);
-                for (int64_t j = 0; j < nj; ++j) f[j] *= t.row(i)[j];
-              }
-              Pv = drop.data.data();
-            }
-            gemm(dV + j0 * dv, dv, Pv, P.ld, true, dO, dv, false, nj, dv, ni, true);
+            // With dropout, dV and dP see the dropped probabilities: each row's keep factors M
+            // are drawn once, scale dP, then turn into P * M for dV (the P row itself stays
+            // intact for the softmax backward).
             gemm(dP.data.data(), dP.ld, dO, dv, false, V + j0 * dv, dv, true, ni, nj, dv, false);
             for (int64_t i = 0; i < ni; ++i) {
               A* g = dP.row(i);
-              if (a.dropout_p > 0) {  // dP <- dP * M: M = (P * M) / P is recomputed instead
-                dropout_factors(a, bh, i0 + i, j0, nj, drop.row(i));
-                for (int64_t j = 0; j < nj; ++j) g[j] *= drop.row(i)[j];
+              if (a.dropout_p > 0) {
+                A* f = drop.row(i);
+                dropout_factors(a, bh, i0 + i, j0, nj, f);
+                for (int64_t j = 0; j < nj; ++j) {
+                  g[j] *= f[j];
+                  f[j] *= t.row(i)[j];
+                }
               }
               vp.softmax_grad(g, t.row(i), D[i], nj);  // dS = P (dP - D)
             }
+            const A* Pv = a.dropout_p > 0 ? drop.data.data() : t.s;
+            gemm(dV + j0 * dv, dv, Pv, P.ld, true, dO, dv, false, nj, dv, ni, true);
             const Tile<A> dS{dP.data.data(), dP.ld, i0, ni, j0, nj};
             policy.grad_scores(ws, b, h, dS);
             gemm(dqc.data.data(), d, dS.s, dS.ld, false, K + j0 * d, d, false, ni, d, nj, true);
@@ -222,12 +220,19 @@ at::TensorOptions compute_options(const at::Tensor& q) {
   return q.options().dtype(c10::CppTypeToScalarType<A>::value);
 }
 
+// A policy with the fields every policy has (the scale, the vector primitives) filled in.
+template <template <typename> class Policy, typename A>
+Policy<A> new_policy(const AttentionArgs& a) {
+  Policy<A> p;
+  p.scale = static_cast<A>(a.scale);
+  p.vp = &vector_primitives<A>();
+  return p;
+}
+
 template <typename A>
 RelativeBias<A> make_relative_bias(const AttentionArgs& a, const at::Tensor& q,
                                    const ScoreTensors& s, bool training) {
-  RelativeBias<A> p;
-  p.scale = static_cast<A>(a.scale);
-  p.vp = &vector_primitives<A>();
+  auto p = new_policy<RelativeBias, A>(a);
   p.len_q = a.len_q;
   p.kind = a.policy;
   const auto opts = compute_options<A>(q);
@@ -254,9 +259,7 @@ RelativeBias<A> make_relative_bias(const AttentionArgs& a, const at::Tensor& q,
 template <typename A>
 DenseBias<A> make_dense_bias(const AttentionArgs& a, const at::Tensor& q, const ScoreTensors& s,
                              bool bias_grad) {
-  DenseBias<A> p;
-  p.scale = static_cast<A>(a.scale);
-  p.vp = &vector_primitives<A>();
+  auto p = new_policy<DenseBias, A>(a);
   const at::Tensor& bias = *s.bias;
   at::Tensor e = bias.to(compute_options<A>(q)).expand({a.batch, a.heads_q, a.len_q, a.len_k});
   if (e.stride(3) > 1) e = e.contiguous();  // rows must be contiguous or broadcast
@@ -272,10 +275,8 @@ DenseBias<A> make_dense_bias(const AttentionArgs& a, const at::Tensor& q, const 
 template <typename A>
 RelativeKeys<A> make_relative_keys(const AttentionArgs& a, const at::Tensor& q,
                                    const ScoreTensors& s, bool training) {
-  RelativeKeys<A> p;
+  auto p = new_policy<RelativeKeys, A>(a);
   const auto opts = compute_options<A>(q);
-  p.scale = static_cast<A>(a.scale);
-  p.vp = &vector_primitives<A>();
   p.heads = a.heads_q;
   p.d = a.dim;
   p.rel_len = a.rel_len;
@@ -302,20 +303,12 @@ RelativeKeys<A> make_relative_keys(const AttentionArgs& a, const at::Tensor& q,
   return p;
 }
 
-template <typename A>
-NoTerm<A> make_no_term(const AttentionArgs& a) {
-  NoTerm<A> p;
-  p.scale = static_cast<A>(a.scale);
-  p.vp = &vector_primitives<A>();
-  return p;
-}
-
 // Builds the policy the arguments select and runs fn(policy).
 template <typename A, typename Fn>
 void with_policy(const AttentionArgs& a, const at::Tensor& q, const ScoreTensors& s,
                  bool training, bool bias_grad, Fn&& fn) {
   switch (a.policy) {
-    case ScorePolicy::None: { auto p = make_no_term<A>(a); fn(p); break; }
+    case ScorePolicy::None: { auto p = new_policy<NoTerm, A>(a); fn(p); break; }
     case ScorePolicy::DenseBias: { auto p = make_dense_bias<A>(a, q, s, bias_grad); fn(p); break; }
     case ScorePolicy::T5:
     case ScorePolicy::Alibi: { auto p = make_relative_bias<A>(a, q, s, training); fn(p); break; }
