@@ -33,7 +33,7 @@ TORCH_LIBRARY(seqops, m) {
   // Masked mean / max / sum over the sequence. index (B, D) holds the argmax for 'max' and is
   // empty otherwise.
   m.def("masked_pool(Tensor x, Tensor? mask=None, str mode='mean') -> (Tensor out, Tensor index)");
-  m.def("masked_pool_backward(Tensor grad_out, Tensor? mask, Tensor index, int length, str mode)"
+  m.def("masked_pool_backward(Tensor grad_out, Tensor? mask, Tensor index, SymInt length, str mode)"
         " -> Tensor");
   // Fused attention with an in-kernel score term (see csrc/include/seqops/attention.h for the
   // exact math): returns out (B, Hq, Lq, dv) and lse (B, Hq, Lq), the log-sum-exp of each
@@ -45,7 +45,7 @@ TORCH_LIBRARY(seqops, m) {
   "Tensor? dropout_rng=None, Tensor? bias=None, Tensor? t5_table=None, "                     \
   "bool t5_bidirectional=True, int t5_max_distance=128, Tensor? alibi_slopes=None, "         \
   "Tensor? rel_keys=None, Tensor? rel_scores=None, Tensor? content_bias=None, "              \
-  "Tensor? position_bias=None, int? rel_zero=None, int? query_offset=None"
+  "Tensor? position_bias=None, SymInt? rel_zero=None, SymInt? query_offset=None"
   m.def("attention(Tensor q, Tensor k, Tensor v, " SEQOPS_ATTENTION_OPTIONS
         ") -> (Tensor out, Tensor lse)");
   // Recompute-based backward. Gradients of absent tensors come back empty; grad_bias is

@@ -8,6 +8,8 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor
 
+from .autocast import register_low_precision
+
 _ops = torch.ops.seqops
 
 
@@ -161,13 +163,6 @@ torch.library.register_autograd("seqops::seq_pool", _seq_pool_backward, setup_co
 torch.library.register_autograd("seqops::lama_pool", _lama_pool_backward, setup_context=_lama_pool_setup)
 torch.library.register_autograd("seqops::masked_pool", _masked_pool_backward, setup_context=_masked_pool_setup)
 
-# ----------------------------------------------------------------------------- autocast
-# The attention poolers are matmul-like: under autocast they run in the low-precision dtype.
-# masked_pool is a reduction and, like torch.sum, keeps its input dtype.
-for _op in ("seqops::seq_pool", "seqops::lama_pool"):
-    torch.library.register_autocast(_op, "cpu", torch.bfloat16)
-    torch.library.register_autocast(_op, "cuda", torch.float16)
-
 
 def registered_devices(op: str) -> List[str]:
     """Dispatch keys among CPU/CUDA that have a kernel for ``seqops::<op>``."""
@@ -185,9 +180,6 @@ torch.library.register_fake("seqops::attention", _attn.attention_fake)
 torch.library.register_fake("seqops::attention_backward", _attn.attention_backward_fake)
 torch.library.register_autograd("seqops::attention", _attn.attention_autograd,
                                 setup_context=_attn.attention_setup_context)
-# Attention is matmul-shaped: under autocast it runs in the low-precision dtype.
-torch.library.register_autocast("seqops::attention", "cpu", torch.bfloat16)
-torch.library.register_autocast("seqops::attention", "cuda", torch.float16)
 
 # ----------------------------------------------------------------------------- compress
 from . import ops_compress as _compress  # noqa: E402
@@ -198,5 +190,11 @@ torch.library.register_fake("seqops::compress", _compress.compress_fake)
 torch.library.register_fake("seqops::compress_backward", _compress.compress_backward_fake)
 torch.library.register_autograd("seqops::compress", _compress.compress_autograd,
                                 setup_context=_compress.compress_setup_context)
-_compress_lib = torch.library.Library("seqops", "FRAGMENT")  # keeps the autocast rule alive
-_compress.register_autocast(_compress_lib)
+
+# ----------------------------------------------------------------------------- autocast
+# Matmul-like ops run in the autocast context's dtype; masked_pool and the 'mean' / 'max'
+# compressions are reductions and, like torch.sum, keep their input dtype (seqops/autocast.py).
+_autocast_lib = torch.library.Library("seqops", "FRAGMENT")  # keeps the rules alive
+for _name in ("seq_pool", "lama_pool", "attention"):
+    register_low_precision(_autocast_lib, _name)
+register_low_precision(_autocast_lib, "compress", only_if=_compress.is_conv)

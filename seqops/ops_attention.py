@@ -78,8 +78,14 @@ def attention_fake(q, k, v, key_padding_mask=None, causal=False, scale=None, dro
                     dropout_rng=None, bias=None, *rest):
     torch._check(q.dim() == 4 and k.dim() == 4 and v.dim() == 4,
                  lambda: "q, k and v must have 4 dimensions (batch, heads, length, head_dim)")
-    for name, t in (("k", k), ("v", v)):
-        torch._check(t.device == q.device, lambda: f"{name} must be on the same device as q ({q.device}), got {t.device}")
+    # Every tensor but dropout_rng (a CPU pair for any device) lives with q. This also turns a
+    # call mixing CPU and meta tensors, which the dispatcher routes here, into an error.
+    named = [("k", k), ("v", v), ("key_padding_mask", key_padding_mask), ("bias", bias)]
+    named += [(name, rest[pos - 9]) for name, pos in _SCORE_GRADS[1:] if pos - 9 < len(rest)]
+    for name, t in named:
+        if isinstance(t, Tensor):
+            torch._check(t.device == q.device,
+                         lambda: f"{name} must be on the same device as q ({q.device}), got {t.device}")
     B, Hq, Lq, _ = q.shape
     acc = torch.float64 if q.dtype == torch.float64 else torch.float32
     return q.new_empty((B, Hq, Lq, v.shape[3])), q.new_empty((B, Hq, Lq), dtype=acc)

@@ -88,24 +88,5 @@ def compress_autograd(ctx, grad_out, _grad_index):
 # 'conv' is a GEMM: under autocast it runs in the low-precision dtype, as F.conv1d does. 'mean'
 # and 'max' are reductions and, like torch.mean / torch.amax, keep their input dtype.
 
-def _cast(t: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
-    return t.to(dtype) if t is not None and t.is_floating_point() else t
-
-
-def register_autocast(lib: torch.library.Library) -> None:
-    """Registers compress's autocast rule for CPU and CUDA on `lib` (a seqops FRAGMENT)."""
-    op = torch.ops.seqops.compress.default
-    for device_type, key_name in (("cpu", "AutocastCPU"), ("cuda", "AutocastCUDA")):
-        key = getattr(torch._C.DispatchKey, key_name)
-
-        def run(x, rate, mode="mean", weight=None, bias=None, remainder="error",
-                device_type=device_type, key=key):
-            with torch._C._ExcludeDispatchKeyGuard(torch._C.DispatchKeySet(key)):
-                if mode == "conv":
-                    dtype = torch.get_autocast_dtype(device_type)
-                    x, weight, bias = _cast(x, dtype), _cast(weight, dtype), _cast(bias, dtype)
-                return op(x, rate, mode, weight, bias, remainder)
-
-        op.py_kernels.pop(key, None)
-        op.py_impl(key)(run)  # what tracing (torch.compile) sees
-        lib.impl("compress", lambda _keyset, *args, run=run: run(*args), key_name, with_keyset=True)
+def is_conv(args, kwargs) -> bool:
+    return (args[2] if len(args) > 2 else kwargs.get("mode", "mean")) == "conv"

@@ -59,8 +59,9 @@ def lama_pool(x: Tensor, p: Tensor, q: Tensor, mask: Optional[Tensor] = None,
 def masked_pool(x: Tensor, mask: Optional[Tensor] = None, mode: str = "mean") -> Tensor:
     keep = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device) if mask is None else mask
     k = keep.unsqueeze(-1)
-    if mode == "max":
-        out = x.masked_fill(~k, float("-inf")).amax(dim=1)
+    if mode == "max":  # the first maximal position takes the value and the gradient (as the op)
+        first = x.masked_fill(~k, float("-inf")).argmax(dim=1, keepdim=True)
+        out = x.gather(1, first).squeeze(1)
         return torch.where(keep.any(1, keepdim=True), out, 0.0)
     total = (x * k.to(x.dtype)).sum(1)
     if mode == "sum":
@@ -199,12 +200,15 @@ def compress(x: Tensor, rate: int, mode: str = "mean", weight: Optional[Tensor] 
         raise ValueError(f"length {L} is not a positive multiple of rate {rate}")
     W = L // rate
     head = x[:, :W * rate]
-    if mode == "conv":
+    if W == 0:  # empty, still attached to x's graph (conv1d rejects an input shorter than its kernel)
+        out = x[:, :0, :1].expand(B, 0, weight.shape[0] if mode == "conv" else D)
+    elif mode == "conv":
         out = F.conv1d(head.transpose(1, 2), weight, bias, stride=rate).transpose(1, 2)
     elif mode == "mean":
         out = head.reshape(B, W, rate, D).mean(2)
     else:
-        out = head.reshape(B, W, rate, D).amax(2)
+        windows = head.reshape(B, W, rate, D)  # the first maximal row takes the gradient, as the op
+        out = windows.gather(2, windows.argmax(2, keepdim=True)).squeeze(2)
     return out, x[:, W * rate:]
 
 

@@ -89,7 +89,9 @@ struct TileScorer {
     const A* key_add = ops.key_add.defined() ? ops.key_add.template data_ptr<A>() + b * a.len_k + t.j0 : nullptr;
     for (int64_t i = 0; i < t.rows; ++i) {
       A* s = t.row(i);
-      if (key_add) vp.add(s, key_add, t.cols);
+      // A select, not an add: a NaN or +inf score at a masked key must not leak into the row.
+      if (key_add)
+        for (int64_t j = 0; j < t.cols; ++j) s[j] = key_add[j] < A(0) ? kNegInf<A> : s[j];
       std::fill(s + visible(t, i), s + t.cols, kNegInf<A>);
     }
   }

@@ -251,7 +251,7 @@ struct RelativeKeys {
 
   void collect(AttentionGrads& g) const {
     g.rel_keys = dR.sum(0).to(R_dtype);
-    if (has_S) g.rel_scores = dS.sum(0).t().to(S_dtype);
+    if (has_S) g.rel_scores = dS.sum(0).t().contiguous().to(S_dtype);  // the fake promises contiguous
     if (has_u) g.content_bias = du.sum(0).to(u_dtype);
     if (has_v) g.position_bias = dv.sum(0).to(v_dtype);
   }

@@ -54,14 +54,18 @@ class CompressiveMemory:
         self.mem_len = mem_len
         self.c_mem_len = c_mem_len
         self.compression_rate = compression_rate
-        self.reset()
-
-    def reset(self) -> None:
-        """Forgets everything (a new document, or a new batch of streams)."""
+        # Declared here, with their types, so that TorchScript can compile the class.
         self.mem: List[Tensor] = []
         self.c_mem: List[Tensor] = []
         self.mem_mask: Optional[Tensor] = None
         self.c_mem_mask: Optional[Tensor] = None
+
+    def reset(self) -> None:
+        """Forgets everything (a new document, or a new batch of streams)."""
+        self.mem = []
+        self.c_mem = []
+        self.mem_mask = None
+        self.c_mem_mask = None
 
     def __len__(self) -> int:
         """Key positions the memory adds in front of a segment: Lc + Lm."""
@@ -85,6 +89,7 @@ class CompressiveMemory:
                           _valid(self.mem_mask, batch, self.memory_length, device),
                           _valid(mask, batch, length, device)], dim=1)
 
+    @torch.jit.unused
     def update(self, hidden: Sequence[Tensor], compressors: Sequence[nn.Module],
                mask: Optional[Tensor] = None) -> Optional[ReconstructionInputs]:
         """Adds a segment (see the class doc); hidden and compressors have one entry per layer."""
@@ -120,6 +125,7 @@ class CompressiveMemory:
         self._append_compressed([c.detach() for c in compressed], old_mask, batch, device)
         return ReconstructionInputs(hidden, old, old_mask, compressed)
 
+    @torch.jit.unused
     def _append_compressed(self, new_c: List[Tensor], old_mask: Optional[Tensor], batch: int,
                            device: torch.device) -> None:
         c_mem = [torch.cat((c, n), 1) for c, n in zip(self.c_mem, new_c)] if self.c_mem else new_c

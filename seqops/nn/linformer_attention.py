@@ -32,6 +32,7 @@ from torch.utils.checkpoint import checkpoint
 from .. import ops
 from .linformer_projection import (METHODS, SequenceProjection, add_bias, causal_chunks, check_choice,
                                    get_EF, num_rows, project, row_support, valid_rows)
+from .tracing import leading
 
 SHARING = ("none", "headwise", "kv", "layerwise")
 CHECKPOINT_LEVELS = ("C0", "C1", "C2")
@@ -91,8 +92,8 @@ def chunked_causal_attend(q: Tensor, k: Tensor, v: Tensor, kbar: Tensor, vbar: T
     R = kbar.shape[1]
     G = -(-L // chunk)
     pad = G * chunk - L
-    if pad > 0:
-        q, k, v = F.pad(q, (0, 0, 0, 0, 0, pad)), F.pad(k, (0, 0, 0, 0, 0, pad)), F.pad(v, (0, 0, 0, 0, 0, pad))
+    # Padded unconditionally (pad may be 0): a branch on the length would be a guard under export.
+    q, k, v = F.pad(q, (0, 0, 0, 0, 0, pad)), F.pad(k, (0, 0, 0, 0, 0, pad)), F.pad(v, (0, 0, 0, 0, 0, pad))
     queries = q.reshape(B * G, chunk, H, d)
     keys = torch.cat([kbar[:, None].expand(B, G, R, H, d), k.view(B, G, chunk, H, d)], 2).view(B * G, R + chunk, H, d)
     values = torch.cat([vbar[:, None].expand(B, G, R, H, d), v.view(B, G, chunk, H, d)], 2).view(B * G, R + chunk, H, d)
@@ -106,7 +107,7 @@ def chunked_causal_attend(q: Tensor, k: Tensor, v: Tensor, kbar: Tensor, vbar: T
         local = F.pad(mask, (0, pad), value=False).view(B, G, chunk)
     key_mask = torch.cat([seen, local], 2).view(B * G, R + chunk)
     out, probs = attend(queries, keys, values, key_mask, True, scale, dropout_p, visualize)
-    out = out.reshape(B, G * chunk, H, d)[:, :L]
+    out = leading(out.reshape(B, G * chunk, H, d), 1, L)
     if probs is not None:
         probs = probs.view(B, G, H, chunk, R + chunk).transpose(1, 2).reshape(B, H, G * chunk, R + chunk)[:, :, :L]
     return out, probs

@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .tracing import leading
+
 METHODS = ("learnable", "convolution", "no_params")
 
 
@@ -120,7 +122,7 @@ def project(x: Tensor, weight: Tensor, rows: int, block: Optional[Tensor] = None
     """
     B, L, H, d = x.shape
     if weight.dim() == 3:
-        w = weight[:, :rows, :L]
+        w = leading(weight[:, :rows], 2, L)
         if block is not None:
             w = w * block.to(w.dtype)
         if w.shape[0] == 1:  # one GEMM over all heads' columns

@@ -12,10 +12,12 @@
 from typing import List, Optional, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .linformer import Linformer, LinformerLM
 from .linformer_attention import MHAttention, check_mask
+from .tracing import leading
 
 
 class Padder(nn.Module):
@@ -41,16 +43,16 @@ class Padder(nn.Module):
         if L > size:
             raise ValueError(f"sequence length {L} is longer than input_size={size}")
         check_mask("input_mask", input_mask, B, L)
-        padded = tensor.new_zeros((B, size) + tuple(tensor.shape[2:]))
-        padded[:, :L] = tensor
-        mask = torch.zeros(B, size, dtype=torch.bool, device=tensor.device)
-        mask[:, :L] = True if input_mask is None else input_mask
-        return padded, mask
+        # F.pad rather than slice assignment: it stays valid for any L under TorchScript and
+        # torch.export (a zero-length pad when L == input_size).
+        padded = F.pad(tensor, [0, 0] * (tensor.dim() - 2) + [0, size - L])
+        keep = torch.ones(B, L, dtype=torch.bool, device=tensor.device) if input_mask is None else input_mask
+        return padded, F.pad(keep, [0, size - L], value=False)
 
     def forward(self, tensor: Tensor, input_mask: Optional[Tensor] = None, embeddings: Optional[Tensor] = None,
                 embeddings_mask: Optional[Tensor] = None, visualize: bool = False) -> Tensor:
         padded, mask = self.pad(tensor, input_mask)
-        return self.net(padded, mask, embeddings, embeddings_mask, visualize)[:, :tensor.shape[1]]
+        return leading(self.net(padded, mask, embeddings, embeddings_mask, visualize), 1, tensor.shape[1])
 
 
 class Visualizer:

@@ -164,12 +164,13 @@ class EnformerPositionalEmbedding(_RelativeKeys):
     original's formulas and characteristic length S = max(Lq, Lk) (the original used Lq; equal
     for self-attention). Gamma features are normalized by their maximum over |p| < S, so a
     distance's features do not depend on which distances a call evaluates. Computed in float64
-    once per (S, device, dtype) and cached for p in [-(S-1), S-1] (TorchScript recomputes them
-    per call); distances outside that range (given positions) are computed per call. Parameters: ``pos_embed`` Linear(feature width -> H*Dh),
+    once per (S, device, dtype) and cached for p in [-(S-1), S-1] (TorchScript, torch.compile
+    and torch.export recompute them per call, inside the graph, so S may be dynamic); distances outside that range (given positions) are computed per call. Parameters: ``pos_embed`` Linear(feature width -> H*Dh),
     ``content_bias`` (1, H, 1, Dh), ``pos_embed_bias`` (H, 1, Dh), both zero-initialized.
     """
 
     _cache_size = 8
+    __jit_ignored_attributes__ = ["_feature_cache"]  # eager-only
 
     def __init__(self, *, num_heads: int, head_dim: int, dropout_p: Optional[float] = None,
                  device=None, dtype=None) -> None:
@@ -185,23 +186,25 @@ class EnformerPositionalEmbedding(_RelativeKeys):
         self.pos_embed = nn.Linear(self.num_features, hd, **factory)
         self.content_bias = nn.Parameter(torch.zeros(1, num_heads, 1, head_dim, **factory))
         self.pos_embed_bias = nn.Parameter(torch.zeros(num_heads, 1, head_dim, **factory))
-        self._feature_cache: Dict[Tuple[int, str, torch.dtype], Tuple[Tensor, float]] = {}
+        self._feature_cache: Dict[Tuple[int, str, torch.dtype], Tuple[Tensor, Tensor]] = {}
 
     # -- the feature basis
-    def _features(self, p: Tensor, seq_length: int, gamma_max: Optional[float]) -> Tensor:
+    def _features(self, p: Tensor, seq_length: int, gamma_max: Optional[Tensor]) -> Tensor:
         """float64 features of distances p (N,) -> (N, num_features); gamma divided by gamma_max
         (None: by its own maximum)."""
         f = self.feature_size
-        S = float(seq_length)
-        a = p.double().abs()[:, None]
         device = p.device
         f64 = torch.float64
-        half_life = torch.pow(2.0, torch.linspace(3.0, math.log(S) / math.log(2.0), f + 1,
-                                                  dtype=f64, device=device))
+        a = p.double().abs()[:, None]
+        # S as a 0-d tensor and linspace written out: no Python float of the length, so the
+        # basis stays symbolic in S under torch.export / torch.compile(dynamic=True).
+        S = torch.full((), seq_length, dtype=f64, device=device)
+        steps = torch.arange(f + 1, dtype=f64, device=device) / f         # linspace(0, 1, f + 1)
+        half_life = torch.pow(2.0, 3.0 + (torch.log2(S) - 3.0) * steps)   # 2^linspace(3, log2 S)
         exponential = torch.exp(-math.log(2.0) / half_life * a)
         m = torch.arange(f, dtype=f64, device=device)
         central = ((torch.pow(2.0, m + 1) - 1) > a).to(f64)
-        mean = torch.linspace(S / f, S, f, dtype=f64, device=device)
+        mean = S * (m + 1) / f                                             # linspace(S / f, S, f)
         stddev = S / (2 * f)
         concentration = (mean / stddev) ** 2
         rate = mean / stddev ** 2
@@ -219,21 +222,23 @@ class EnformerPositionalEmbedding(_RelativeKeys):
         feats = torch.cat([exponential, central, gamma, cosine, linear, arg.sin(), arg.cos()], -1)
         return torch.cat([feats, torch.sign(p.double())[:, None] * feats], dim=-1)
 
-    def _gamma_max(self, seq_length: int, device: torch.device) -> float:
-        # The gamma columns come after exponential (f + 1) and central_mask (f).
+    def _gamma_max(self, seq_length: int, device: torch.device) -> Tensor:
+        # The gamma columns come after exponential (f + 1) and central_mask (f). A 0-d tensor,
+        # not a float: torch.export traces it without a data-dependent guard.
         a = torch.arange(seq_length, dtype=torch.float64, device=device)
         f = self.feature_size
-        return float(self._features(a, seq_length, 1.0)[:, 2 * f + 1:3 * f + 1].max())
+        return self._features(a, seq_length, torch.ones((), dtype=torch.float64, device=device))[
+            :, 2 * f + 1:3 * f + 1].max()
 
     def _compute_table(self, seq_length: int, device: torch.device,
-                       dtype: torch.dtype) -> Tuple[Tensor, float]:
+                       dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
         p = torch.arange(-(seq_length - 1), seq_length, dtype=torch.float64, device=device)
         gamma_max = self._gamma_max(seq_length, device)
         return self._features(p, seq_length, gamma_max).to(dtype), gamma_max
 
     @torch.jit.unused
     def _cached_table(self, seq_length: int, device: torch.device,
-                      dtype: torch.dtype) -> Tuple[Tensor, float]:
+                      dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
         key = (seq_length, str(device), dtype)
         hit = self._feature_cache.get(key)
         if hit is None:
@@ -244,10 +249,10 @@ class EnformerPositionalEmbedding(_RelativeKeys):
         return hit
 
     def _feature_table(self, seq_length: int, device: torch.device,
-                       dtype: torch.dtype) -> Tuple[Tensor, float]:
+                       dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
         """Features of p = -(S-1)..S-1 (2S-1, num_features) and the gamma normalizer; cached
-        per (S, device, dtype) in eager mode and under torch.compile (TorchScript recomputes)."""
-        if torch.jit.is_scripting():
+        per (S, device, dtype) in eager mode."""
+        if torch.jit.is_scripting() or torch.compiler.is_compiling():
             return self._compute_table(seq_length, device, dtype)
         return self._cached_table(seq_length, device, dtype)
 

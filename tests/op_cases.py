@@ -1,0 +1,129 @@
+"""Every seqops op (and each attention score policy and compression mode) as a case that draws
+its inputs for given sizes: the robustness tests (properties, determinism, stability, threads,
+memory) run over this one catalog. Each case gives the seqops call and the pure-PyTorch
+reference of seqops.reference, both returning a tuple of tensors."""
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+import seqops
+from seqops import reference
+
+
+@dataclass(frozen=True)
+class Sizes:
+    batch: int = 2
+    length: int = 7       # sequence length (the keys' length for attention)
+    length_q: int = 5     # attention queries
+    dim: int = 8          # feature / head width
+    heads: int = 2
+    masked: bool = True   # a key-padding mask, row 1 fully masked when batch > 1
+    noncontiguous: bool = False
+    dtype: torch.dtype = torch.float32
+
+
+@dataclass(frozen=True)
+class OpCase:
+    inputs: Callable[[Sizes, torch.Generator], Dict[str, object]]   # keyword arguments
+    run: Callable[..., Tuple[Tensor, ...]]                            # seqops
+    reference: Callable[..., Tuple[Tensor, ...]]                      # seqops.reference
+    grads: Tuple[str, ...]                                            # inputs with gradients
+    min_length: int = 1
+
+
+def _randn(sizes: Sizes, g: torch.Generator, *shape: int, scale: float = 1.0) -> Tensor:
+    t = (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(sizes.dtype)
+    if sizes.noncontiguous and t.dim() >= 2:
+        t = t.transpose(-1, -2).contiguous().transpose(-1, -2)
+    return t
+
+
+def _mask(sizes: Sizes, g: torch.Generator, length: int) -> Optional[Tensor]:
+    if not sizes.masked:
+        return None
+    mask = torch.rand(sizes.batch, length, generator=g) > 0.3
+    if sizes.batch > 1:
+        mask[1] = False
+    return mask
+
+
+def _pool_inputs(sizes: Sizes, g: torch.Generator) -> Dict[str, object]:
+    return {"x": _randn(sizes, g, sizes.batch, sizes.length, sizes.dim), "mask": _mask(sizes, g, sizes.length)}
+
+
+def _seq_pool_inputs(sizes, g):
+    return {**_pool_inputs(sizes, g), "weight": _randn(sizes, g, sizes.heads, sizes.dim),
+            "bias": _randn(sizes, g, sizes.heads)}
+
+
+def _lama_inputs(sizes, g):
+    return {**_pool_inputs(sizes, g), "p": _randn(sizes, g, sizes.heads, sizes.dim),
+            "q": _randn(sizes, g, sizes.heads, sizes.dim)}
+
+
+def _attention_inputs(policy: str):
+    def inputs(sizes: Sizes, g: torch.Generator) -> Dict[str, object]:
+        B, H, Lq, Lk, d = sizes.batch, sizes.heads, sizes.length_q, sizes.length, sizes.dim
+        kw: Dict[str, object] = {"q": _randn(sizes, g, B, H, Lq, d), "k": _randn(sizes, g, B, H, Lk, d),
+                                 "v": _randn(sizes, g, B, H, Lk, d), "key_padding_mask": _mask(sizes, g, Lk),
+                                 "causal": policy in ("alibi", "rel_keys")}
+        if policy == "bias":
+            kw["bias"] = _randn(sizes, g, 1, H, Lq, Lk)
+        elif policy == "t5":
+            kw["t5_table"] = _randn(sizes, g, H, 8)
+            kw["t5_max_distance"] = 16
+        elif policy == "alibi":
+            kw["alibi_slopes"] = torch.rand(H, generator=g, dtype=torch.float64).to(sizes.dtype)
+        elif policy == "rel_keys":
+            kw.update(rel_keys=_randn(sizes, g, Lq + Lk - 1, H, d), rel_scores=_randn(sizes, g, Lq + Lk - 1, H),
+                      content_bias=_randn(sizes, g, H, d), position_bias=_randn(sizes, g, H, d))
+        return kw
+    return inputs
+
+
+_ATTENTION_GRADS = {"plain": (), "bias": ("bias",), "t5": ("t5_table",), "alibi": ("alibi_slopes",),
+                    "rel_keys": ("rel_keys", "rel_scores", "content_bias", "position_bias")}
+
+
+def _compress_inputs(mode: str):
+    def inputs(sizes: Sizes, g: torch.Generator) -> Dict[str, object]:
+        kw: Dict[str, object] = {"x": _randn(sizes, g, sizes.batch, sizes.length, sizes.dim), "rate": 2,
+                                 "mode": mode, "remainder": "keep"}
+        if mode == "conv":
+            kw.update(weight=_randn(sizes, g, sizes.dim, sizes.dim, 2), bias=_randn(sizes, g, sizes.dim))
+        return kw
+    return inputs
+
+
+def _attention_reference(**kw):
+    return reference.attention(**kw)
+
+
+CASES: Dict[str, OpCase] = {
+    "seq_pool": OpCase(_seq_pool_inputs, lambda **kw: (seqops.seq_pool(**kw),),
+                       lambda **kw: (reference.seq_pool(**kw),), ("x", "weight", "bias")),
+    "lama_pool": OpCase(_lama_inputs, lambda **kw: seqops.lama_pool(**kw),
+                        lambda **kw: reference.lama_pool(**kw), ("x", "p", "q")),
+    **{f"masked_pool_{mode}": OpCase(_pool_inputs, lambda mode=mode, **kw: (seqops.masked_pool(**kw, mode=mode),),
+                                     lambda mode=mode, **kw: (reference.masked_pool(**kw, mode=mode),), ("x",))
+       for mode in ("mean", "max", "sum")},
+    **{f"attention_{policy}": OpCase(_attention_inputs(policy), lambda **kw: seqops.ops.attention_with_lse(**kw),
+                                     _attention_reference, ("q", "k", "v") + _ATTENTION_GRADS[policy])
+       for policy in _ATTENTION_GRADS},
+    **{f"compress_{mode}": OpCase(_compress_inputs(mode), lambda **kw: seqops.ops.compress(**kw),
+                                  lambda **kw: reference.compress(**kw),
+                                  ("x", "weight", "bias") if mode == "conv" else ("x",))
+       for mode in ("mean", "max", "conv")},
+}
+
+
+def with_grads(case: OpCase, kw: Dict[str, object]) -> Dict[str, object]:
+    """kw with fresh leaves requiring grad for the case's differentiable inputs."""
+    return {k: v.detach().clone().requires_grad_() if k in case.grads and isinstance(v, Tensor) else v
+            for k, v in kw.items()}
+
+
+def as_float64(kw: Dict[str, object]) -> Dict[str, object]:
+    return {k: v.double() if isinstance(v, Tensor) and v.is_floating_point() else v for k, v in kw.items()}
