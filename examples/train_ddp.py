@@ -89,10 +89,11 @@ def train(step: nn.Module, batches: List[Tuple[Tensor, Tensor]], lr: float = 0.0
 
 
 def parallel(step: nn.Module, fsdp: bool) -> nn.Module:
-    if fsdp and isinstance(step, CompressiveStep):
-        raise SystemExit("--fsdp supports the linformer model: the compressive LM runs its compressors "
-                         "between segments, outside forward, where FSDP2 has resharded their weights; use DDP")
     if fsdp:
+        if isinstance(step, CompressiveStep):
+            raise SystemExit("--fsdp supports the linformer model: the compressive LM runs its compressors "
+                             "between segments, outside forward, where FSDP2 has resharded their weights; "
+                             "use DDP")
         from torch.distributed.fsdp import fully_shard
         for block in step.blocks():
             fully_shard(block)

@@ -75,15 +75,17 @@ _SCORE_GRADS = (("bias", 8), ("t5_table", 9), ("alibi_slopes", 12), ("rel_keys",
 
 
 def attention_fake(q, k, v, key_padding_mask=None, causal=False, scale=None, dropout_p=0.0,
-                    dropout_rng=None, bias=None, *rest):
+                   dropout_rng=None, bias=None, t5_table=None, t5_bidirectional=True, t5_max_distance=128,
+                   alibi_slopes=None, rel_keys=None, rel_scores=None, content_bias=None, position_bias=None,
+                   rel_zero=None, query_offset=None):
     torch._check(q.dim() == 4 and k.dim() == 4 and v.dim() == 4,
                  lambda: "q, k and v must have 4 dimensions (batch, heads, length, head_dim)")
     # Every tensor but dropout_rng (a CPU pair for any device) lives with q. This also turns a
     # call mixing CPU and meta tensors, which the dispatcher routes here, into an error.
-    named = [("k", k), ("v", v), ("key_padding_mask", key_padding_mask), ("bias", bias)]
-    named += [(name, rest[pos - 9]) for name, pos in _SCORE_GRADS[1:] if pos - 9 < len(rest)]
-    for name, t in named:
-        if isinstance(t, Tensor):
+    for name, t in (("k", k), ("v", v), ("key_padding_mask", key_padding_mask), ("bias", bias),
+                    ("t5_table", t5_table), ("alibi_slopes", alibi_slopes), ("rel_keys", rel_keys),
+                    ("rel_scores", rel_scores), ("content_bias", content_bias), ("position_bias", position_bias)):
+        if t is not None:
             torch._check(t.device == q.device,
                          lambda: f"{name} must be on the same device as q ({q.device}), got {t.device}")
     B, Hq, Lq, _ = q.shape

@@ -56,12 +56,17 @@ def lama_pool(x: Tensor, p: Tensor, q: Tensor, mask: Optional[Tensor] = None,
     return weights @ x, weights
 
 
+def _first_max(x: Tensor, scores: Tensor, dim: int) -> Tensor:
+    """x at the first position of the maximum of scores along dim (dim removed): that position
+    alone takes the gradient, as the ops do (amax would split it among ties)."""
+    return x.gather(dim, scores.argmax(dim, keepdim=True)).squeeze(dim)
+
+
 def masked_pool(x: Tensor, mask: Optional[Tensor] = None, mode: str = "mean") -> Tensor:
     keep = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device) if mask is None else mask
     k = keep.unsqueeze(-1)
-    if mode == "max":  # the first maximal position takes the value and the gradient (as the op)
-        first = x.masked_fill(~k, float("-inf")).argmax(dim=1, keepdim=True)
-        out = x.gather(1, first).squeeze(1)
+    if mode == "max":
+        out = _first_max(x, x.masked_fill(~k, float("-inf")), 1)
         return torch.where(keep.any(1, keepdim=True), out, 0.0)
     total = (x * k.to(x.dtype)).sum(1)
     if mode == "sum":
@@ -207,8 +212,8 @@ def compress(x: Tensor, rate: int, mode: str = "mean", weight: Optional[Tensor] 
     elif mode == "mean":
         out = head.reshape(B, W, rate, D).mean(2)
     else:
-        windows = head.reshape(B, W, rate, D)  # the first maximal row takes the gradient, as the op
-        out = windows.gather(2, windows.argmax(2, keepdim=True)).squeeze(2)
+        windows = head.reshape(B, W, rate, D)
+        out = _first_max(windows, windows, 2)
     return out, x[:, W * rate:]
 
 

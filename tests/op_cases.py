@@ -3,7 +3,7 @@ its inputs for given sizes: the robustness tests (properties, determinism, stabi
 memory) run over this one catalog. Each case gives the seqops call and the pure-PyTorch
 reference of seqops.reference, both returning a tuple of tensors."""
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -123,6 +123,16 @@ def with_grads(case: OpCase, kw: Dict[str, object]) -> Dict[str, object]:
     """kw with fresh leaves requiring grad for the case's differentiable inputs."""
     return {k: v.detach().clone().requires_grad_() if k in case.grads and isinstance(v, Tensor) else v
             for k, v in kw.items()}
+
+
+def input_grads(case: OpCase, kw: Dict[str, object], outputs: Sequence[Tensor],
+                cotangents: Optional[Sequence[Tensor]] = None) -> Tuple[List[str], Tuple[Optional[Tensor], ...]]:
+    """(names, gradients) of the case's differentiable inputs present in kw, back from the
+    outputs that require grad (cotangents default to ones; None for an unused input)."""
+    names = [n for n in case.grads if isinstance(kw.get(n), Tensor)]
+    outs = [o for o in outputs if o.requires_grad]
+    cot = [torch.ones_like(o) for o in outs] if cotangents is None else cotangents
+    return names, torch.autograd.grad(outs, [kw[n] for n in names], cot, allow_unused=True)
 
 
 def as_float64(kw: Dict[str, object]) -> Dict[str, object]:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import seqops
-from op_cases import CASES, Sizes, with_grads
+from op_cases import CASES, Sizes, input_grads, with_grads
 
 LARGE = Sizes(batch=3, length=700, length_q=300, dim=40, heads=4)
 
@@ -14,10 +14,8 @@ def forward_backward(name: str):
     case = CASES[name]
     kw = with_grads(case, case.inputs(LARGE, torch.Generator().manual_seed(0)))
     outs = case.run(**kw)
-    diff = [o for o in outs if o.requires_grad]
-    leaves = [kw[n] for n in case.grads if isinstance(kw.get(n), torch.Tensor)]
-    cot = [torch.ones_like(o) * 0.5 + o.detach() * 0.01 for o in diff]
-    grads = torch.autograd.grad(diff, leaves, cot, allow_unused=True)
+    cot = [torch.ones_like(o) * 0.5 + o.detach() * 0.01 for o in outs if o.requires_grad]
+    _, grads = input_grads(case, kw, outs, cot)
     return [o.detach() for o in outs] + [g for g in grads if g is not None]
 
 

@@ -4,18 +4,30 @@ import pytest
 import torch
 
 import seqops
-from op_cases import CASES, Sizes, as_float64, with_grads
+from op_cases import CASES, Sizes, as_float64, input_grads, with_grads
 from seqops import reference
 
 
 def check_against_reference(name: str, kw: dict, tol: float = 1e-4) -> None:
+    """Non-finite entries where the float64 reference has them, the rest within tol (relative to
+    the largest finite value, at least 1)."""
     case = CASES[name]
     got, want = case.run(**kw), case.reference(**as_float64(kw))
     for g, w in zip(got, want):
         finite = torch.isfinite(w)
         assert torch.equal(torch.isfinite(g), finite), f"{name}: non-finite entries differ"
-        torch.testing.assert_close(g.double()[finite], w[finite], atol=tol * max(1.0, w[finite].abs().max().item()
-                                                                               if finite.any() else 1.0), rtol=tol)
+        magnitude = w[finite].abs().max().item() if finite.any() else 1.0
+        torch.testing.assert_close(g.double()[finite], w[finite], atol=tol * max(1.0, magnitude), rtol=tol)
+
+
+def run_with_grads(name: str, kw: dict):
+    """The outputs of the call with its differentiable inputs requiring grad; checks that every
+    input gradient (from ones) is finite."""
+    kw = with_grads(CASES[name], kw)
+    outs = CASES[name].run(**kw)
+    for g in input_grads(CASES[name], kw, outs)[1]:
+        assert g is None or torch.isfinite(g).all()
+    return outs
 
 
 @pytest.mark.parametrize("name", ["seq_pool", "lama_pool", "attention_plain", "attention_bias", "attention_t5",
@@ -28,11 +40,7 @@ def test_logits_of_magnitude_1e4(name):
         if key in kw:
             kw[key] = kw[key] * 1e4 / (kw[key].abs().max() if key in ("bias", "t5_table") else 1.0)
     check_against_reference(name, kw)
-    kw = with_grads(case, kw)
-    outs = [o for o in case.run(**kw) if o.requires_grad]
-    leaves = [kw[n] for n in case.grads if isinstance(kw.get(n), torch.Tensor)]
-    for g in torch.autograd.grad(outs, leaves, [torch.ones_like(o) for o in outs], allow_unused=True):
-        assert g is None or torch.isfinite(g).all()
+    run_with_grads(name, kw)
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -41,13 +49,9 @@ def test_fully_masked_rows_and_length_one(name):
                   Sizes(batch=2, length=1, length_q=1, masked=True)):
         kw = CASES[name].inputs(sizes, torch.Generator().manual_seed(1))
         check_against_reference(name, kw)
-        kw = with_grads(CASES[name], kw)
-        outs = [o for o in CASES[name].run(**kw) if o.requires_grad]
+        outs = [o for o in run_with_grads(name, kw) if o.requires_grad]
         if sizes.masked and ("mask" in kw or "key_padding_mask" in kw):
             assert all((o[1] == 0).all() for o in outs if o.shape[0] > 1), "fully masked row 1 must be zero"
-        leaves = [kw[n] for n in CASES[name].grads if isinstance(kw.get(n), torch.Tensor)]
-        for g in torch.autograd.grad(outs, leaves, [torch.ones_like(o) for o in outs], allow_unused=True):
-            assert g is None or torch.isfinite(g).all()
 
 
 @pytest.mark.slow

@@ -28,7 +28,7 @@ constexpr A kNegInf = -std::numeric_limits<A>::infinity();
 template <typename A>
 struct Operands {
   at::Tensor q, k, v;
-  at::Tensor key_add;  // (B, Lk): 0 where a key may be attended, -inf where padded; or undefined
+  at::Tensor key_keep;  // (B, Lk) bool, contiguous: True where a key may be attended; or undefined
   const A* q_data() const { return q.data_ptr<A>(); }
   const A* k_data() const { return k.data_ptr<A>(); }
   const A* v_data() const { return v.data_ptr<A>(); }
@@ -39,9 +39,7 @@ Operands<A> make_operands(const at::Tensor& q, const at::Tensor& k, const at::Te
                           const ScoreTensors& s) {
   const auto dt = c10::CppTypeToScalarType<A>::value;
   Operands<A> o{q.to(dt).contiguous(), k.to(dt).contiguous(), v.to(dt).contiguous(), {}};
-  if (s.key_padding_mask)
-    o.key_add = at::zeros(s.key_padding_mask->sizes(), q.options().dtype(dt))
-                    .masked_fill_(s.key_padding_mask->logical_not(), kNegInf<A>);
+  if (s.key_padding_mask) o.key_keep = s.key_padding_mask->contiguous();
   return o;
 }
 
@@ -86,12 +84,12 @@ struct TileScorer {
     const A* K = ops.k_data() + ((b * a.heads_k + hk) * a.len_k + t.j0) * a.dim;
     gemm(t.s, t.ld, qs, a.dim, false, K, a.dim, true, t.rows, t.cols, a.dim, false);
     policy.add_scores(ws, b, h, t);
-    const A* key_add = ops.key_add.defined() ? ops.key_add.template data_ptr<A>() + b * a.len_k + t.j0 : nullptr;
+    const bool* keep = ops.key_keep.defined() ? ops.key_keep.template data_ptr<bool>() + b * a.len_k + t.j0 : nullptr;
     for (int64_t i = 0; i < t.rows; ++i) {
       A* s = t.row(i);
-      // A select, not an add: a NaN or +inf score at a masked key must not leak into the row.
-      if (key_add)
-        for (int64_t j = 0; j < t.cols; ++j) s[j] = key_add[j] < A(0) ? kNegInf<A> : s[j];
+      // A select, not an add of -inf: a NaN or +inf score at a masked key must not leak into the row.
+      if (keep)
+        for (int64_t j = 0; j < t.cols; ++j) s[j] = keep[j] ? s[j] : kNegInf<A>;
       std::fill(s + visible(t, i), s + t.cols, kNegInf<A>);
     }
   }

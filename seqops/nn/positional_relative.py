@@ -165,8 +165,10 @@ class EnformerPositionalEmbedding(_RelativeKeys):
     for self-attention). Gamma features are normalized by their maximum over |p| < S, so a
     distance's features do not depend on which distances a call evaluates. Computed in float64
     once per (S, device, dtype) and cached for p in [-(S-1), S-1] (TorchScript, torch.compile
-    and torch.export recompute them per call, inside the graph, so S may be dynamic); distances outside that range (given positions) are computed per call. Parameters: ``pos_embed`` Linear(feature width -> H*Dh),
-    ``content_bias`` (1, H, 1, Dh), ``pos_embed_bias`` (H, 1, Dh), both zero-initialized.
+    and torch.export recompute them per call, inside the graph, so S may be dynamic); distances
+    outside that range (given positions) are computed per call. Parameters: ``pos_embed``
+    Linear(feature width -> H*Dh), ``content_bias`` (1, H, 1, Dh), ``pos_embed_bias``
+    (H, 1, Dh), both zero-initialized.
     """
 
     _cache_size = 8
