@@ -104,19 +104,14 @@ AttentionArgs check_attention(const at::Tensor& q, const at::Tensor& k, const at
   a.causal = causal;
   a.scale = scale.value_or(1.0 / std::sqrt(static_cast<double>(a.dim)));
   TORCH_CHECK(std::isfinite(a.scale), "scale must be finite, got ", a.scale);
-  TORCH_CHECK(dropout_p >= 0.0 && dropout_p < 1.0, "dropout_p must be in [0, 1), got ",
-              dropout_p);
+  check_dropout_p(dropout_p, "dropout_p");
   a.dropout_p = dropout_p;
   if (dropout_p > 0) {
     TORCH_CHECK(s.dropout_rng.has_value(),
                 "dropout_p > 0 needs dropout_rng, a CPU int64 tensor (seed, offset)");
-    const auto& rng = *s.dropout_rng;
-    TORCH_CHECK(rng.is_cpu() && rng.scalar_type() == at::kLong && rng.numel() == 2,
-                "dropout_rng must be a CPU int64 tensor of 2 elements (seed, offset), got ",
-                rng.scalar_type(), " ", rng.sizes(), " on ", rng.device());
-    const auto r = rng.contiguous();
-    a.dropout_seed = static_cast<uint64_t>(r.data_ptr<int64_t>()[0]);
-    a.dropout_offset = static_cast<uint64_t>(r.data_ptr<int64_t>()[1]);
+    const DropoutStream stream = read_dropout_rng(*s.dropout_rng, "dropout_rng");
+    a.dropout_seed = stream.seed;
+    a.dropout_offset = stream.offset;
   }
   a.query_offset = query_offset.value_or(a.len_k - a.len_q);
 

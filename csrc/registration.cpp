@@ -68,6 +68,10 @@ TORCH_LIBRARY(seqops, m) {
   m.def("compress_backward(Tensor grad_out, Tensor x, int rate, str mode, Tensor? weight,"
         " Tensor index, bool x_grad, bool weight_grad, bool bias_grad)"
         " -> (Tensor grad_x, Tensor grad_weight, Tensor grad_bias)");
+  // Dropout with a counter-based mask: y = x / (1 - p) where kept, 0 where dropped, the keep
+  // draws a pure function of rng, a CPU int64 (seed, offset) pair (csrc/include/seqops/dropout.h).
+  // Its backward is the same op on the output gradient.
+  m.def("dropout(Tensor x, float p, Tensor rng) -> Tensor");
   // Build facts for `seqops info`.
   m.def("cpu_isa() -> str", [] { return seqops::cpu_isa_name(); });
 }

@@ -191,9 +191,19 @@ torch.library.register_fake("seqops::compress_backward", _compress.compress_back
 torch.library.register_autograd("seqops::compress", _compress.compress_autograd,
                                 setup_context=_compress.compress_setup_context)
 
+# ----------------------------------------------------------------------------- dropout
+from . import ops_dropout as _dropout  # noqa: E402
+from .ops_dropout import dropout  # noqa: E402,F401
+
+OP_NAMES = OP_NAMES + ("dropout",)
+torch.library.register_fake("seqops::dropout", _dropout.dropout_fake)
+torch.library.register_autograd("seqops::dropout", _dropout.dropout_autograd,
+                                setup_context=_dropout.dropout_setup_context)
+
 # ----------------------------------------------------------------------------- autocast
 # Matmul-like ops run in the autocast context's dtype; masked_pool and the 'mean' / 'max'
-# compressions are reductions and, like torch.sum, keep their input dtype (seqops/autocast.py).
+# compressions are reductions and, like torch.sum, keep their input dtype, as dropout does, like
+# torch's (seqops/autocast.py).
 _autocast_lib = torch.library.Library("seqops", "FRAGMENT")  # keeps the rules alive
 for _name in ("seq_pool", "lama_pool", "attention"):
     register_low_precision(_autocast_lib, _name)

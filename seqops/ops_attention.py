@@ -8,14 +8,9 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor
 
+from .ops_dropout import dropout_rng
+
 _ops = torch.ops.seqops
-
-
-def dropout_rng() -> Tensor:
-    """A fresh (seed, offset) pair from torch's default CPU generator: seeding with
-    torch.manual_seed reproduces the dropout mask."""
-    # Integer literals (not 2 ** 63, a float to TorchScript) keep this scriptable.
-    return torch.randint(-9223372036854775807 - 1, 9223372036854775807, (2,), dtype=torch.int64)
 
 
 def attention_with_lse(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor] = None,

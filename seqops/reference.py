@@ -4,7 +4,7 @@ They follow the ops' documented semantics, including the edge cases (rows with n
 give zeros), and are written for clarity, not speed.
 """
 import math
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -174,6 +174,59 @@ def attention_keep(batch: int, len_q: int, len_k: int, key_padding_mask: Optiona
     if key_padding_mask is not None:
         keep = keep & key_padding_mask[:, None, None, :]
     return keep
+
+
+_M32 = 0xFFFFFFFF
+
+
+def philox4x32_10(counter: Tuple[int, int, int, int], key: Tuple[int, int]) -> List[int]:
+    """Philox-4x32-10 (Salmon et al., SC 2011) on Python ints: four 32-bit words from a 4-word
+    counter and a 2-word key. The kernels' dropout stream (csrc/include/seqops/philox.h)."""
+    c, (k0, k1) = list(counter), key
+    for _ in range(10):
+        p0, p1 = 0xD2511F53 * c[0], 0xCD9E8D57 * c[2]
+        c = [((p1 >> 32) ^ c[1] ^ k0) & _M32, p1 & _M32, ((p0 >> 32) ^ c[3] ^ k1) & _M32, p0 & _M32]
+        k0, k1 = (k0 + 0x9E3779B9) & _M32, (k1 + 0xBB67AE85) & _M32
+    return c
+
+
+def attention_dropout_keep(rng: Tensor, batch_heads: int, len_q: int, len_k: int, p: float) -> Tensor:
+    """The keep-mask (batch_heads, len_q, len_k) that attention draws from the (seed, offset)
+    pair rng: element (bh, i, j) is word j % 4 of Philox(counter (j // 4, i, bh, offset), key
+    seed), kept when its top 24 bits as a uniform in [0, 1) are below float32(1 - p)."""
+    seed, offset = (int(v) & 0xFFFFFFFFFFFFFFFF for v in rng.tolist())
+    key = (seed & _M32, seed >> 32)
+    keep_prob = torch.tensor(1.0 - p, dtype=torch.float32).item()
+    keep = torch.empty(batch_heads, len_q, len_k, dtype=torch.bool)
+    for bh in range(batch_heads):
+        for i in range(len_q):
+            for j4 in range((len_k + 3) // 4):
+                words = philox4x32_10((j4, i, bh, offset & _M32), key)
+                for j in range(4 * j4, min(4 * j4 + 4, len_k)):
+                    keep[bh, i, j] = (words[j % 4] >> 8) / 16777216.0 < keep_prob
+    return keep
+
+
+def dropout_keep(rng: Tensor, numel: int, p: float) -> Tensor:
+    """The keep-mask (numel,) that seqops.ops.dropout draws from the (seed, offset) pair rng:
+    element e is word e % 4 of Philox(counter ((e // 4) mod 2^32, (e // 4) >> 32, 0, offset), key
+    seed), kept when its top 24 bits as a uniform in [0, 1) are below float32(1 - p)."""
+    seed, offset = (int(v) & 0xFFFFFFFFFFFFFFFF for v in rng.tolist())
+    key = (seed & _M32, seed >> 32)
+    keep_prob = torch.tensor(1.0 - p, dtype=torch.float32).item()
+    keep = torch.empty(numel, dtype=torch.bool)
+    for e4 in range((numel + 3) // 4):
+        words = philox4x32_10((e4 & _M32, e4 >> 32, 0, offset & _M32), key)
+        for e in range(4 * e4, min(4 * e4 + 4, numel)):
+            keep[e] = (words[e % 4] >> 8) / 16777216.0 < keep_prob
+    return keep
+
+
+def dropout(x: Tensor, p: float, rng: Tensor) -> Tensor:
+    """seqops.ops.dropout's op: x * (1 / (1 - p)) where kept (dropout_keep over x's row-major
+    order), 0 elsewhere."""
+    keep = dropout_keep(rng, x.numel(), p).reshape(x.shape).to(x.device)
+    return torch.where(keep, x * (1.0 / (1.0 - p)), 0.0)
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor] = None,

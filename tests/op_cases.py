@@ -24,6 +24,10 @@ class Sizes:
     dtype: torch.dtype = torch.float32
 
 
+# Arguments that are CPU (seed, offset) pairs whatever the device of the data.
+RNG_ARGS = ("dropout_rng", "rng")
+
+
 @dataclass(frozen=True)
 class OpCase:
     inputs: Callable[[Sizes, torch.Generator], Dict[str, object]]   # keyword arguments
@@ -97,6 +101,11 @@ def _compress_inputs(mode: str):
     return inputs
 
 
+def _dropout_inputs(sizes: Sizes, g: torch.Generator) -> Dict[str, object]:
+    rng = torch.randint(-2 ** 62, 2 ** 62, (2,), generator=g, dtype=torch.int64)
+    return {"x": _randn(sizes, g, sizes.batch, sizes.length, sizes.dim), "p": 0.3, "rng": rng}
+
+
 def _attention_reference(**kw):
     return reference.attention(**kw)
 
@@ -112,6 +121,8 @@ CASES: Dict[str, OpCase] = {
     **{f"attention_{policy}": OpCase(_attention_inputs(policy), lambda **kw: seqops.ops.attention_with_lse(**kw),
                                      _attention_reference, ("q", "k", "v") + _ATTENTION_GRADS[policy])
        for policy in _ATTENTION_GRADS},
+    "dropout": OpCase(_dropout_inputs, lambda **kw: (torch.ops.seqops.dropout(**kw),),
+                      lambda **kw: (reference.dropout(**kw),), ("x",)),
     **{f"compress_{mode}": OpCase(_compress_inputs(mode), lambda **kw: seqops.ops.compress(**kw),
                                   lambda **kw: reference.compress(**kw),
                                   ("x", "weight", "bias") if mode == "conv" else ("x",))

@@ -4,6 +4,7 @@ import torch
 
 from seqops import reference as ref
 from seqops.ops import attention, attention_with_lse
+from seqops.ops_dropout import dropout_rng
 
 from conftest import DEVICES, LOW_PRECISION_CASES, check_low_precision, noncontiguous, random_mask
 
@@ -232,6 +233,25 @@ def test_dropout_reproducible_and_consistent_backward():
         torch.testing.assert_close(g, w, atol=1e-11, rtol=0)
     torch.manual_seed(8)
     assert not torch.equal(attention(q, k, v, None, True, None, p), out.detach())
+
+
+def test_philox_known_answers():
+    # Known-answer vectors of Philox-4x32-10 published with Random123 (Salmon et al.).
+    assert ref.philox4x32_10((0, 0, 0, 0), (0, 0)) == [0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8]
+    assert ref.philox4x32_10((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2) == [0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD]
+    assert ref.philox4x32_10((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0)) == \
+        [0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1]
+
+
+@pytest.mark.parametrize("Lk", [1, 37, 150])
+def test_dropout_mask_is_the_philox_stream(Lk):
+    # 150 keys span several of the CPU kernel's 64-key Philox batches; 37 and 1 end inside one.
+    B, H, Lq, d, p = 1, 2, 3, 4, 0.3
+    q, k, _ = make_qkv(B, H, H, Lq, Lk, d, d)
+    keep = dropout_mask_of(q, k, p, seed=11)
+    torch.manual_seed(11)
+    want = ref.attention_dropout_keep(dropout_rng(), B * H, Lq, Lk, p)
+    assert torch.equal(keep.reshape(B * H, Lq, Lk), want)
 
 
 def test_dropout_keep_rate():

@@ -1,6 +1,6 @@
 """Bad-input fuzzer: every op of the catalog, fed systematic corruptions of a valid call -- wrong
-ranks, mismatched and zero sizes, out-of-range integers, NaN / Inf values, wrong dtypes, tensors on
-another device, non-tensors. Each case must end in a Python exception whose message names an
+ranks, mismatched and zero sizes, out-of-range integers and probabilities, NaN / Inf values, wrong
+dtypes, tensors on another device, non-tensors. Each case must end in a Python exception whose message names an
 argument of the call, or in a result that agrees with seqops.reference; never a crash, a hang or
 silent garbage. The count of cases run is printed (pytest -s) and checked."""
 from typing import Dict, Iterator, Tuple
@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from op_cases import CASES, Sizes, as_float64
+from op_cases import CASES, RNG_ARGS, Sizes, as_float64
 
 BASE = Sizes(batch=2, length=6, length_q=5, dim=4, heads=2)
 ERRORS = (RuntimeError, ValueError, TypeError, IndexError)
@@ -42,6 +42,10 @@ def corruptions(kw: Dict[str, object]) -> Iterator[Tuple[str, Dict[str, object]]
             for bad in (0, -1, -(2 ** 40)):
                 yield with_(bad, f"integer {bad}")
             continue
+        if isinstance(value, float):  # a probability
+            for bad in (-0.5, 1.0, float("nan")):
+                yield with_(bad, f"float {bad}")
+            continue
         t: Tensor = value
         yield with_(t.unsqueeze(0), "one more dimension")
         if t.dim() >= 1:
@@ -65,7 +69,7 @@ def corruptions(kw: Dict[str, object]) -> Iterator[Tuple[str, Dict[str, object]]
 
 def agrees_with_reference(name: str, kw: Dict[str, object], got) -> str:
     """Empty when the result is right; else what is wrong."""
-    devices = {v.device.type for v in kw.values() if isinstance(v, Tensor)}
+    devices = {v.device.type for k, v in kw.items() if isinstance(v, Tensor) and k not in RNG_ARGS}
     if len(devices) > 1:
         return f"returned a result for tensors on {sorted(devices)}"
     shapes_only = devices == {"meta"}  # shape propagation: the shapes must be the reference's

@@ -1,8 +1,8 @@
 // attention on CPU: a flash-style kernel, one template over the score policies of
 // attention_policies.h.
 //
-// Forward: tasks (batch, q head, block of kBlockQ queries) in parallel. For each block of
-// kBlockK keys: S = qs K^T (ATen GEMM), the policy's term, the masks, an online-softmax update
+// Forward: tasks (batch, q head, block of queries) in parallel (tiles: tile_shape). For each
+// block of keys: S = qs K^T (ATen GEMM), the policy's term, the masks, an online-softmax update
 // of the running max / sum and O += P V (GEMM). Nothing of size Lq x Lk is ever allocated.
 // Backward: tasks (batch, k head) so every gradient buffer has a single writer (deterministic,
 // no atomics); each recomputes P = exp(S - lse) tile by tile (FlashAttention-2's backward).
@@ -45,15 +45,10 @@ Operands<A> make_operands(const at::Tensor& q, const at::Tensor& k, const at::Te
 
 // Per-row keep factors of attention dropout (0 or 1 / (1 - p)), from the shared Philox stream.
 template <typename A>
-void dropout_factors(const AttentionArgs& a, int64_t bh, int64_t i, int64_t j0, int64_t cols,
-                     A* out) {
-  const float keep = static_cast<float>(1.0 - a.dropout_p);
-  const A inv = A(1) / (A(1) - static_cast<A>(a.dropout_p));
-  for (int64_t j = j0; j < j0 + cols;) {
-    const Philox4 w = dropout_words(a.dropout_seed, a.dropout_offset, bh, i, j / 4);
-    for (int64_t lane = j % 4; lane < 4 && j < j0 + cols; ++lane, ++j)
-      out[j - j0] = dropout_keep(w.v[lane], keep) ? inv : A(0);
-  }
+void dropout_factors(const VectorPrimitives<A>& vp, const AttentionArgs& a, int64_t bh, int64_t i,
+                     int64_t j0, int64_t cols, A* out) {
+  vp.attention_dropout_row(a.dropout_seed, a.dropout_offset, bh, i, j0, cols, static_cast<float>(1.0 - a.dropout_p),
+                 A(1) / (A(1) - static_cast<A>(a.dropout_p)), out);
 }
 
 // The tile-level logic forward and backward share.
@@ -98,25 +93,26 @@ struct TileScorer {
 template <typename A, typename Policy>
 void forward_kernel(const AttentionArgs& a, const Operands<A>& ops, Policy& policy, A* out, A* lse) {
   const auto& vp = vector_primitives<A>();
-  const int64_t blocks_q = (a.len_q + kBlockQ - 1) / kBlockQ;
+  const auto [bq, bk] = tile_shape(a.len_q, a.len_k);
+  const int64_t blocks_q = (a.len_q + bq - 1) / bq;
   const int64_t d = a.dim, dv = a.dim_v;
   at::parallel_for(0, a.batch * a.heads_q * blocks_q, 1, [&](int64_t begin, int64_t end) {
     TileScorer<A, Policy> scorer{a, ops, policy, vp};
     typename Policy::Workspace ws(policy);
-    Block<A> qs(kBlockQ, d), S(kBlockQ, kBlockK), O(kBlockQ, dv), drop(1, kBlockK);
-    std::vector<A> m(kBlockQ), l(kBlockQ);
+    Block<A> qs(bq, d), S(bq, bk), O(bq, dv), drop(1, bk);
+    std::vector<A> m(bq), l(bq);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t bh = task / blocks_q, i0 = (task % blocks_q) * kBlockQ;
+      const int64_t bh = task / blocks_q, i0 = (task % blocks_q) * bq;
       const int64_t b = bh / a.heads_q, h = bh % a.heads_q;
       const int64_t hk = h / (a.heads_q / a.heads_k);
-      const int64_t ni = std::min(kBlockQ, a.len_q - i0);
+      const int64_t ni = std::min(bq, a.len_q - i0);
       policy.prepare_query(ws, b, h, i0, ni, d, ops.q_data() + (bh * a.len_q + i0) * d, qs.data.data());
       std::fill(m.begin(), m.end(), kNegInf<A>);
       std::fill(l.begin(), l.end(), A(0));
       std::fill(O.data.begin(), O.data.end(), A(0));
       const A* V = ops.v_data() + (b * a.heads_k + hk) * a.len_k * dv;
-      for (int64_t j0 = 0, j_end = scorer.key_end(i0, ni); j0 < j_end; j0 += kBlockK) {
-        const Tile<A> t{S.data.data(), S.ld, i0, ni, j0, std::min(kBlockK, a.len_k - j0)};
+      for (int64_t j0 = 0, j_end = scorer.key_end(i0, ni); j0 < j_end; j0 += bk) {
+        const Tile<A> t{S.data.data(), S.ld, i0, ni, j0, std::min(bk, a.len_k - j0)};
         scorer.scores(ws, b, h, qs.data.data(), t);
         for (int64_t i = 0; i < ni; ++i) {
           A* s = t.row(i);
@@ -130,7 +126,7 @@ void forward_kernel(const AttentionArgs& a, const Operands<A>& ops, Policy& poli
           if (alpha != A(1)) vp.scale(O.row(i), alpha, dv);
           m[i] = m_new;
           if (a.dropout_p > 0) {
-            dropout_factors(a, bh, i0 + i, j0, t.cols, drop.data.data());
+            dropout_factors(vp, a, bh, i0 + i, j0, t.cols, drop.data.data());
             for (int64_t j = 0; j < t.cols; ++j) s[j] *= drop.data[j];
           }
         }
@@ -152,12 +148,12 @@ void backward_kernel(const AttentionArgs& a, const Operands<A>& ops, Policy& pol
   const auto& vp = vector_primitives<A>();
   const int64_t group = a.heads_q / a.heads_k;
   const int64_t d = a.dim, dv = a.dim_v;
+  const auto [bq, bk] = tile_shape(a.len_q, a.len_k);
   at::parallel_for(0, a.batch * a.heads_k, 1, [&](int64_t begin, int64_t end) {
     TileScorer<A, Policy> scorer{a, ops, policy, vp};
     typename Policy::Workspace ws(policy);
-    Block<A> qs(kBlockQ, d), P(kBlockQ, kBlockK), dP(kBlockQ, kBlockK), drop(kBlockQ, kBlockK),
-        dqc(kBlockQ, d);
-    std::vector<A> D(kBlockQ);
+    Block<A> qs(bq, d), P(bq, bk), dP(bq, bk), drop(bq, bk), dqc(bq, d);
+    std::vector<A> D(bq);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / a.heads_k, hk = task % a.heads_k;
       const A* K = ops.k_data() + task * a.len_k * d;
@@ -166,16 +162,16 @@ void backward_kernel(const AttentionArgs& a, const Operands<A>& ops, Policy& pol
       A* dV = dv_out + task * a.len_k * dv;
       for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
         const int64_t bh = b * a.heads_q + h;
-        for (int64_t i0 = 0; i0 < a.len_q; i0 += kBlockQ) {
-          const int64_t ni = std::min(kBlockQ, a.len_q - i0);
+        for (int64_t i0 = 0; i0 < a.len_q; i0 += bq) {
+          const int64_t ni = std::min(bq, a.len_q - i0);
           const int64_t row0 = bh * a.len_q + i0;
           const A* dO = grad_out + row0 * dv;
           policy.prepare_query(ws, b, h, i0, ni, d, ops.q_data() + row0 * d, qs.data.data());
           for (int64_t i = 0; i < ni; ++i)  // D_i = dO_i . O_i = sum_j P_ij dP_ij
             D[i] = vp.dot_acc(dO + i * dv, out + (row0 + i) * dv, dv);
           std::fill(dqc.data.begin(), dqc.data.end(), A(0));
-          for (int64_t j0 = 0, j_end = scorer.key_end(i0, ni); j0 < j_end; j0 += kBlockK) {
-            const int64_t nj = std::min(kBlockK, a.len_k - j0);
+          for (int64_t j0 = 0, j_end = scorer.key_end(i0, ni); j0 < j_end; j0 += bk) {
+            const int64_t nj = std::min(bk, a.len_k - j0);
             const Tile<A> t{P.data.data(), P.ld, i0, ni, j0, nj};
             scorer.scores(ws, b, h, qs.data.data(), t);
             for (int64_t i = 0; i < ni; ++i) {
@@ -191,7 +187,7 @@ void backward_kernel(const AttentionArgs& a, const Operands<A>& ops, Policy& pol
               A* g = dP.row(i);
               if (a.dropout_p > 0) {
                 A* f = drop.row(i);
-                dropout_factors(a, bh, i0 + i, j0, nj, f);
+                dropout_factors(vp, a, bh, i0 + i, j0, nj, f);
                 for (int64_t j = 0; j < nj; ++j) {
                   g[j] *= f[j];
                   f[j] *= t.row(i)[j];
@@ -280,6 +276,7 @@ RelativeKeys<A> make_relative_keys(const AttentionArgs& a, const at::Tensor& q,
   p.heads = a.heads_q;
   p.d = a.dim;
   p.rel_len = a.rel_len;
+  p.tiles = tile_shape(a.len_q, a.len_k);
   p.n_shift = a.rel_zero - a.query_offset;
   p.R = s.rel_keys->to(opts).contiguous();
   p.R_dtype = s.rel_keys->scalar_type();

@@ -27,6 +27,24 @@ namespace seqops::cpu::attention {
 // to 1.04x SDPA's CPU time; 256 gained nothing more; keys 256 -> 512 gained ~2%).
 constexpr int64_t kBlockQ = 128;
 constexpr int64_t kBlockK = 512;
+constexpr int64_t kMaxBlockQ = 512;
+
+// The tiles of a (len_q x len_k) problem, balanced (768 keys are two tiles of 384, not 512 +
+// 256): key tiles of at most kBlockK, and query blocks of kBlockQ, or up to kMaxBlockQ when the
+// key tiles are narrower, so a tile keeps about kBlockQ * kBlockK logits and short key spans
+// still get few, large GEMMs that pack K / V once for many queries.
+struct TileShape {
+  int64_t q, k;
+};
+inline int64_t balanced_block(int64_t n, int64_t most) {
+  const int64_t blocks = (n + most - 1) / most;
+  return std::min(most, ((n + blocks - 1) / blocks + 15) / 16 * 16);
+}
+inline TileShape tile_shape(int64_t len_q, int64_t len_k) {
+  const int64_t k = balanced_block(std::max<int64_t>(len_k, 1), kBlockK);
+  const int64_t most_q = std::clamp(kBlockQ * kBlockK / k, kBlockQ, kMaxBlockQ);
+  return {balanced_block(std::max<int64_t>(len_q, 1), most_q), k};
+}
 
 // Dense row-major scratch block.
 template <typename A>
@@ -167,11 +185,13 @@ struct RelativeKeys {
   at::ScalarType R_dtype, S_dtype, u_dtype, v_dtype;
   bool has_S;
 
+  TileShape tiles;                     // tile_shape(Lq, Lk), the kernels' tiles
+
   struct Workspace {
     Block<A> qp, g, dqp;
     int64_t i0 = 0, ni = 0;
     explicit Workspace(const RelativeKeys& p)
-        : qp(kBlockQ, p.d), g(kBlockQ, kBlockQ + kBlockK - 1), dqp(kBlockQ, p.d) {}
+        : qp(p.tiles.q, p.d), g(p.tiles.q, p.tiles.q + p.tiles.k - 1), dqp(p.tiles.q, p.d) {}
   };
 
   // The rows of R a tile reads, clamped to R: pairs outside are causally masked (checked at

@@ -16,17 +16,26 @@
 namespace seqops::cpu {
 namespace {
 
-// Per-batch-element views of the scratch buffers, all (H, L) or (D) in the accumulate type.
+// Per-batch-element views of the scratch buffers that live across stages, (H, L) or (D) in
+// the accumulate type.
 template <typename acc_t>
 struct LamaBatch {
   const bool* mask;  // (L) or nullptr
   acc_t* u;          // q_h . x_t
-  acc_t* act;        // a_ht = act(g_h u_ht)
-  acc_t* norm;       // (L) |a_:t| over heads
-  acc_t* ahat;       // a_ht / max(norm_t, eps)
   acc_t* weights;    // softmax_t(ahat) (normalize) or ahat, 0 where masked
   acc_t* context;    // (D) masked mean of x
   bool keep(int64_t t) const { return mask == nullptr || mask[t]; }
+};
+
+// The score intermediates of one batch element, used only inside the stage that computes them
+// (so they are per call, not per batch: the forward never needs them again).
+template <typename acc_t>
+struct LamaScores {
+  LamaScores(int64_t H, int64_t L) : g(H), act(H * L), norm(L), ahat(H * L) {}
+  std::vector<acc_t> g;     // (H) p_h . context
+  std::vector<acc_t> act;   // a_ht = act(g_h u_ht)
+  std::vector<acc_t> norm;  // (L) |a_:t| over heads
+  std::vector<acc_t> ahat;  // a_ht / max(norm_t, eps)
 };
 
 template <typename acc_t>
@@ -37,9 +46,6 @@ class LamaScratch {
       : s_(s), plan_(plan), mask_(mask) {
     const auto opt = like.options();
     u_ = at::empty({s.batch, s.heads, s.length}, opt);
-    act_ = at::empty({s.batch, s.heads, s.length}, opt);
-    norm_ = at::empty({s.batch, s.length}, opt);
-    ahat_ = at::empty({s.batch, s.heads, s.length}, opt);
     weights_ = at::empty({s.batch, s.heads, s.length}, opt);
     context_ = at::empty({s.batch, s.dim}, opt);
     context_partial_ = at::empty({plan.items(), s.dim}, opt);
@@ -47,9 +53,7 @@ class LamaScratch {
   LamaBatch<acc_t> batch(int64_t b) const {
     const int64_t hl = s_.heads * s_.length;
     return {mask_ ? mask_->data_ptr<bool>() + b * s_.length : nullptr,
-            u_.data_ptr<acc_t>() + b * hl, act_.data_ptr<acc_t>() + b * hl,
-            norm_.data_ptr<acc_t>() + b * s_.length, ahat_.data_ptr<acc_t>() + b * hl,
-            weights_.data_ptr<acc_t>() + b * hl, context_.data_ptr<acc_t>() + b * s_.dim};
+            u_.data_ptr<acc_t>() + b * hl, weights_.data_ptr<acc_t>() + b * hl, context_.data_ptr<acc_t>() + b * s_.dim};
   }
   acc_t* context_partial(int64_t b, int64_t c) const {
     return context_partial_.data_ptr<acc_t>() + (b * plan_.chunks + c) * s_.dim;
@@ -66,37 +70,42 @@ class LamaScratch {
   PoolShape s_;
   ChunkPlan plan_;
   std::optional<at::Tensor> mask_;
-  at::Tensor u_, act_, norm_, ahat_, weights_, context_, context_partial_;
+  at::Tensor u_, weights_, context_, context_partial_;
 };
 
-// Pass 1 rows: masked sum of x into the chunk's context partial, u_ht for kept rows, and
-// (backward) extra per-row dot products via `also`.
-template <typename T, typename Also>
-void scan_context_and_u(const VectorPrimitives<T>& vp, const LamaScratch<at::opmath_type<T>>& sc,
-                        const PoolShape& s, const T* x, const at::opmath_type<T>* q, int64_t b,
-                        int64_t c, int64_t t0, int64_t t1, Also also) {
+// The kept rows of [t0, t1).
+template <typename acc_t>
+std::vector<int64_t> kept_rows(const LamaBatch<acc_t>& bt, int64_t t0, int64_t t1) {
+  std::vector<int64_t> kept;
+  kept.reserve(t1 - t0);
+  for (int64_t t = t0; t < t1; ++t)
+    if (bt.keep(t)) kept.push_back(t);
+  return kept;
+}
+
+// Pass 1 rows: masked sum of x into the chunk's context partial and u_ht = q_h . x_t for the
+// kept rows (0 for the others). Returns the kept rows.
+template <typename T>
+std::vector<int64_t> scan_context_and_u(const VectorPrimitives<T>& vp, const LamaScratch<at::opmath_type<T>>& sc,
+                                        const PoolShape& s, const T* x, const at::opmath_type<T>* q,
+                                        int64_t b, int64_t c, int64_t t0, int64_t t1) {
   using acc_t = at::opmath_type<T>;
   const auto bt = sc.batch(b);
   acc_t* csum = sc.context_partial(b, c);
   std::fill(csum, csum + s.dim, acc_t(0));
-  std::vector<acc_t> u_row(s.heads);
-  for (int64_t t = t0; t < t1; ++t) {
-    if (!bt.keep(t)) {
-      for (int64_t h = 0; h < s.heads; ++h) bt.u[h * s.length + t] = 0;
-      continue;
-    }
-    const T* row = x + (b * s.length + t) * s.dim;
-    vp.dot_heads(row, q, s.heads, s.dim, u_row.data(), csum);  // also csum += row
-    for (int64_t h = 0; h < s.heads; ++h) bt.u[h * s.length + t] = u_row[h];
-    also(row, t);
-  }
+  for (int64_t h = 0; h < s.heads; ++h) std::fill(bt.u + h * s.length + t0, bt.u + h * s.length + t1, acc_t(0));
+  auto kept = kept_rows(bt, t0, t1);
+  vp.project_rows(x + b * s.length * s.dim, s.dim, kept.data(), static_cast<int64_t>(kept.size()), q,
+                  s.heads, s.dim, bt.u, s.length, csum);
+  return kept;
 }
 
-// After pass 1: the context c, g_h = p_h . c, ahat and the weights of one batch element.
+// After pass 1: the context c, the score intermediates (g_h = p_h . c, a, |a|, ahat) and the
+// weights of one batch element.
 template <typename T>
 void compute_scores(const VectorPrimitives<T>& vp, const LamaScratch<at::opmath_type<T>>& sc,
                     const PoolShape& s, const at::opmath_type<T>* p, const LamaOptions& o,
-                    const ChunkPlan& plan, int64_t b, at::opmath_type<T>* g) {
+                    const ChunkPlan& plan, int64_t b, LamaScores<at::opmath_type<T>>& scores) {
   using acc_t = at::opmath_type<T>;
   const auto bt = sc.batch(b);
   const int64_t H = s.heads, L = s.length;
@@ -105,20 +114,21 @@ void compute_scores(const VectorPrimitives<T>& vp, const LamaScratch<at::opmath_
   const int64_t kept = sc.kept(b);
   const acc_t inv_count = acc_t(1) / acc_t(kept > 0 ? kept : 1);
   for (int64_t d = 0; d < s.dim; ++d) bt.context[d] *= inv_count;
+  auto& g = scores.g;
   for (int64_t h = 0; h < H; ++h) g[h] = vp.dot_acc(p + h * s.dim, bt.context, s.dim);
   // Head-major passes over (H, L) so activations and exponentials run vectorized.
-  std::fill(bt.norm, bt.norm + L, acc_t(0));
+  std::fill(scores.norm.begin(), scores.norm.end(), acc_t(0));
   for (int64_t h = 0; h < H; ++h) {
-    acc_t* a = bt.act + h * L;
+    acc_t* a = scores.act.data() + h * L;
     for (int64_t t = 0; t < L; ++t) a[t] = g[h] * bt.u[h * L + t];
     vp.activate(a, L, o.act);
-    for (int64_t t = 0; t < L; ++t) bt.norm[t] += a[t] * a[t];
+    for (int64_t t = 0; t < L; ++t) scores.norm[t] += a[t] * a[t];
   }
-  for (int64_t t = 0; t < L; ++t) bt.norm[t] = std::sqrt(bt.norm[t]);
+  for (int64_t t = 0; t < L; ++t) scores.norm[t] = std::sqrt(scores.norm[t]);
   for (int64_t h = 0; h < H; ++h) {
     for (int64_t t = 0; t < L; ++t) {
-      const acc_t ahat = bt.act[h * L + t] / std::max(bt.norm[t], acc_t(o.eps));
-      bt.ahat[h * L + t] = ahat;
+      const acc_t ahat = scores.act[h * L + t] / std::max(scores.norm[t], acc_t(o.eps));
+      scores.ahat[h * L + t] = ahat;
       bt.weights[h * L + t] = bt.keep(t) ? ahat : acc_t(0);
     }
   }
@@ -142,10 +152,7 @@ void weighted_rows(const VectorPrimitives<T>& vp, const LamaBatch<at::opmath_typ
                    const at::opmath_type<T>* coef, at::opmath_type<T>* acc) {
   using acc_t = at::opmath_type<T>;
   std::fill(acc, acc + s.heads * s.dim, acc_t(0));
-  std::vector<int64_t> kept;
-  kept.reserve(t1 - t0);
-  for (int64_t t = t0; t < t1; ++t)
-    if (bt.keep(t)) kept.push_back(t);
+  const auto kept = kept_rows(bt, t0, t1);
   // Row blocks small enough to stay in L2 while every register tile of acc sweeps them.
   constexpr int64_t kRowBlock = 32;
   const int64_t n = static_cast<int64_t>(kept.size());
@@ -164,16 +171,16 @@ void forward_kernel(const PoolShape& s, const LamaOptions& o, const at::Tensor& 
   const ChunkPlan plan = plan_chunks(s.batch, s.length);
   const LamaScratch<acc_t> sc(s, plan, p, mask);
   auto pooled_partial = at::empty({plan.items(), s.heads, s.dim}, p.options());
-  auto g_all = at::empty({s.batch, s.heads}, p.options());
   const T* xp = x.data_ptr<T>();
   acc_t* partial = pooled_partial.data_ptr<acc_t>();
   const int64_t HD = s.heads * s.dim;
 
   auto pass1 = [&](int64_t b, int64_t c, int64_t t0, int64_t t1) {
-    scan_context_and_u(vp, sc, s, xp, q.data_ptr<acc_t>(), b, c, t0, t1, [](const T*, int64_t) {});
+    scan_context_and_u(vp, sc, s, xp, q.data_ptr<acc_t>(), b, c, t0, t1);
   };
-  auto scores = [&](int64_t b, int64_t, int64_t, int64_t) {
-    compute_scores(vp, sc, s, p.data_ptr<acc_t>(), o, plan, b, g_all.data_ptr<acc_t>() + b * s.heads);
+  auto weigh = [&](int64_t b, int64_t, int64_t, int64_t) {
+    LamaScores<acc_t> scores(s.heads, s.length);
+    compute_scores(vp, sc, s, p.data_ptr<acc_t>(), o, plan, b, scores);
     const auto bt = sc.batch(b);
     vp.store(weights_out.data_ptr<T>() + b * s.heads * s.length, bt.weights, s.heads * s.length);
   };
@@ -187,7 +194,7 @@ void forward_kernel(const PoolShape& s, const LamaOptions& o, const at::Tensor& 
       vp.axpy_acc(total.data(), acc_t(1), partial + (b * plan.chunks + c) * HD, HD);
     vp.store(pooled.data_ptr<T>() + b * HD, total.data(), HD);
   };
-  run_pipeline(plan, {{true, pass1}, {false, scores}, {true, pass2}, {false, finish}});
+  run_pipeline(plan, {{true, pass1}, {false, weigh}, {true, pass2}, {false, finish}});
 }
 
 template <typename T>
@@ -210,17 +217,18 @@ void backward_kernel(const PoolShape& s, const LamaOptions& o, const at::Tensor&
   auto pass1 = [&](int64_t b, int64_t c, int64_t t0, int64_t t1) {
     acc_t* dw = grad_scores.data_ptr<acc_t>() + b * H * L;
     const acc_t* dwt = dweights.data_ptr<acc_t>() + b * H * L;
-    for (int64_t t = t0; t < t1; ++t)
-      for (int64_t h = 0; h < H; ++h) dw[h * L + t] = 0;
-    std::vector<acc_t> dots(H);
-    scan_context_and_u(vp, sc, s, xp, qp, b, c, t0, t1, [&](const T* row, int64_t t) {
-      vp.dot_heads(row, dy + b * H * D, H, D, dots.data(), nullptr);
-      for (int64_t h = 0; h < H; ++h) dw[h * L + t] = dots[h] + dwt[h * L + t];
-    });
+    for (int64_t h = 0; h < H; ++h) std::fill(dw + h * L + t0, dw + h * L + t1, acc_t(0));
+    const auto kept = scan_context_and_u(vp, sc, s, xp, qp, b, c, t0, t1);
+    const int64_t n = static_cast<int64_t>(kept.size());
+    vp.project_rows(xp + b * L * D, D, kept.data(), n, dy + b * H * D, H, D, dw, L, nullptr);
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t r = 0; r < n; ++r) dw[h * L + kept[r]] += dwt[h * L + kept[r]];
   };
   auto chain = [&](int64_t b, int64_t, int64_t, int64_t) {
-    std::vector<acc_t> g(H), dg(H, acc_t(0));
-    compute_scores(vp, sc, s, pp, o, plan, b, g.data());
+    LamaScores<acc_t> scores(H, L);
+    compute_scores(vp, sc, s, pp, o, plan, b, scores);
+    const auto& g = scores.g;
+    std::vector<acc_t> dg(H, acc_t(0));
     const auto bt = sc.batch(b);
     acc_t* grad = grad_scores.data_ptr<acc_t>() + b * H * L;  // dW -> dS -> du, in place
     if (o.normalize) {  // softmax backward per head over the kept rows
@@ -237,15 +245,15 @@ void backward_kernel(const PoolShape& s, const LamaOptions& o, const at::Tensor&
       }
       // ahat = a / max(|a|, eps) over heads.
       acc_t ahat_dot_grad = 0;
-      for (int64_t h = 0; h < H; ++h) ahat_dot_grad += bt.ahat[h * L + t] * grad[h * L + t];
-      const acc_t norm = bt.norm[t];
+      for (int64_t h = 0; h < H; ++h) ahat_dot_grad += scores.ahat[h * L + t] * grad[h * L + t];
+      const acc_t norm = scores.norm[t];
       const bool clamped = norm <= acc_t(o.eps);
       const acc_t inv = acc_t(1) / (clamped ? acc_t(o.eps) : norm);
       for (int64_t h = 0; h < H; ++h) {
         const acc_t z = g[h] * bt.u[h * L + t];
-        const acc_t a = bt.act[h * L + t];
+        const acc_t a = scores.act[h * L + t];
         const acc_t da = clamped ? grad[h * L + t] * inv
-                                 : (grad[h * L + t] - bt.ahat[h * L + t] * ahat_dot_grad) * inv;
+                                 : (grad[h * L + t] - scores.ahat[h * L + t] * ahat_dot_grad) * inv;
         const acc_t dz = da * activation_grad(o.act, z, a);
         dg[h] += dz * bt.u[h * L + t];
         grad[h * L + t] = dz * g[h];  // du_ht

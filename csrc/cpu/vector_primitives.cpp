@@ -2,12 +2,15 @@
 // at::vec::Vectorized is the ISA's real vector type and everything lands in its own namespace.
 #include "vector_primitives.h"
 
+#include "seqops/philox.h"
+
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 
+#include <algorithm>
 #include <cmath>
-#include <type_traits>
 #include <limits>
+#include <type_traits>
 
 namespace seqops::cpu::CPU_CAPABILITY {
 namespace {
@@ -16,6 +19,10 @@ using at::vec::Vectorized;
 
 template <typename T>
 using Acc = at::opmath_type<T>;
+
+// Fully unrolls a loop over a compile-time count, so that GCC keeps the arrays of vector
+// accumulators it indexes in registers (otherwise it spills them to the stack).
+#define SEQOPS_UNROLL _Pragma("GCC unroll 16")
 
 // Loads min(count, lanes) elements of x as accumulator lanes (zero-filled past count).
 template <typename T>
@@ -111,28 +118,6 @@ void max_update(Acc<T>* best, int64_t* index, const T* x, int64_t t, int64_t n) 
   }
 }
 
-// HB heads (a compile-time count, so the accumulators stay in registers) against one x;
-// kSum also adds x into row_sum while x is in registers.
-template <int HB, bool kSum, typename T>
-void dot_head_block(const T* x, const Acc<T>* V, int64_t n, Acc<T>* out, Acc<T>* row_sum) {
-  using Vec = Vectorized<Acc<T>>;
-  Vec s0(0), s1(0), s2(0), s3(0);
-  for (int64_t i = 0; i < n; i += Vec::size()) {
-    const int64_t c = n - i;
-    const Vec xv = load(x + i, c);
-    if constexpr (kSum) store_acc(row_sum + i, load_acc(row_sum + i, c) + xv, c);
-    s0 = at::vec::fmadd(xv, load_acc(V + i, c), s0);
-    if constexpr (HB > 1) s1 = at::vec::fmadd(xv, load_acc(V + n + i, c), s1);
-    if constexpr (HB > 2) s2 = at::vec::fmadd(xv, load_acc(V + 2 * n + i, c), s2);
-    if constexpr (HB > 3) s3 = at::vec::fmadd(xv, load_acc(V + 3 * n + i, c), s3);
-  }
-  const auto sum = [](Vec a, Vec b) { return a + b; };
-  out[0] = at::vec::vec_reduce_all<Acc<T>>(sum, s0);
-  if constexpr (HB > 1) out[1] = at::vec::vec_reduce_all<Acc<T>>(sum, s1);
-  if constexpr (HB > 2) out[2] = at::vec::vec_reduce_all<Acc<T>>(sum, s2);
-  if constexpr (HB > 3) out[3] = at::vec::vec_reduce_all<Acc<T>>(sum, s3);
-}
-
 // Calls f(HB, h) over the heads in blocks of HB <= 4 (HB a compile-time constant), so each
 // primitive below writes its per-block kernel once.
 template <typename F>
@@ -147,50 +132,114 @@ inline void for_head_blocks(int64_t H, F f) {
   }
 }
 
-template <typename T>
-void dot_heads(const T* x, const Acc<T>* V, int64_t H, int64_t n, Acc<T>* out, Acc<T>* row_sum) {
+// A register tile of RB rows x HB heads (compile-time counts, so the RB * HB accumulators stay
+// in registers): each load of V serves RB rows and each load of x serves HB heads. kSum also
+// adds the rows into row_sum while they are in registers. kPrefetch (the first sweep over the
+// rows) prefetches the rows `next` in step: each row is only a few cache lines long, too short
+// for the hardware prefetcher to follow.
+template <int RB, int HB, bool kSum, bool kPrefetch, typename T>
+void project_tile(const T* const* x, const T* const* next, const Acc<T>* V, int64_t n, Acc<T>* out,
+                  int64_t out_stride, const int64_t* rows, Acc<T>* row_sum) {
+  using Vec = Vectorized<Acc<T>>;
+  Vec s[RB][HB];
+  SEQOPS_UNROLL for (int r = 0; r < RB; ++r)
+    SEQOPS_UNROLL for (int k = 0; k < HB; ++k) s[r][k] = Vec(0);
+  for (int64_t i = 0; i < n; i += Vec::size()) {
+    const int64_t c = n - i;
+    Vec xv[RB];
+    SEQOPS_UNROLL for (int r = 0; r < RB; ++r) xv[r] = load(x[r] + i, c);
+    if constexpr (kPrefetch)
+      SEQOPS_UNROLL for (int r = 0; r < RB; ++r) __builtin_prefetch(next[r] + i);
+    if constexpr (kSum) {
+      Vec total = load_acc(row_sum + i, c);
+      SEQOPS_UNROLL for (int r = 0; r < RB; ++r) total = total + xv[r];
+      store_acc(row_sum + i, total, c);
+    }
+    SEQOPS_UNROLL for (int k = 0; k < HB; ++k) {
+      const Vec v = load_acc(V + k * n + i, c);
+      SEQOPS_UNROLL for (int r = 0; r < RB; ++r) s[r][k] = at::vec::fmadd(xv[r], v, s[r][k]);
+    }
+  }
+  const auto sum = [](Vec a, Vec b) { return a + b; };
+  SEQOPS_UNROLL for (int r = 0; r < RB; ++r)
+    SEQOPS_UNROLL for (int k = 0; k < HB; ++k) out[k * out_stride + rows[r]] = at::vec::vec_reduce_all<Acc<T>>(sum, s[r][k]);
+}
+
+// Rows rows[0, RB) against every head; next_rows[0, RB) are prefetched meanwhile.
+template <int RB, typename T>
+void project_row_block(const T* x, int64_t x_stride, const int64_t* rows, const int64_t* next_rows,
+                       const Acc<T>* V, int64_t H, int64_t n, Acc<T>* out, int64_t out_stride,
+                       Acc<T>* row_sum) {
+  const T* xr[RB];
+  const T* next[RB];
+  SEQOPS_UNROLL for (int r = 0; r < RB; ++r) {
+    xr[r] = x + rows[r] * x_stride;
+    next[r] = x + next_rows[r] * x_stride;
+  }
   for_head_blocks(H, [&](auto hb, int64_t h) {
-    // Only the first block's sweep adds x into row_sum.
-    if (h == 0 && row_sum) dot_head_block<decltype(hb)::value, true>(x, V, n, out, row_sum);
-    else dot_head_block<decltype(hb)::value, false>(x, V + h * n, n, out + h, nullptr);
+    constexpr int HB = decltype(hb)::value;
+    if (h > 0) project_tile<RB, HB, false, false>(xr, next, V + h * n, n, out + h * out_stride, out_stride, rows, nullptr);
+    else if (row_sum) project_tile<RB, HB, true, true>(xr, next, V, n, out, out_stride, rows, row_sum);
+    else project_tile<RB, HB, false, true>(xr, next, V, n, out, out_stride, rows, nullptr);
   });
 }
 
-// A tile of HB heads x 2 vectors of Y held in registers while every row is accumulated.
-template <int HB, typename T>
+template <typename T>
+void project_rows(const T* x, int64_t x_stride, const int64_t* rows, int64_t R, const Acc<T>* V,
+                  int64_t H, int64_t n, Acc<T>* out, int64_t out_stride, Acc<T>* row_sum) {
+  constexpr int kRows = 4;
+  int64_t r = 0;
+  for (; r + kRows <= R; r += kRows) {
+    // The next block of rows to prefetch (the last block prefetches the tail, or itself).
+    const int64_t* next = rows + std::min<int64_t>(r + kRows, R - kRows);
+    project_row_block<kRows>(x, x_stride, rows + r, next, V, H, n, out, out_stride, row_sum);
+  }
+  for (; r < R; ++r) project_row_block<1>(x, x_stride, rows + r, rows + r, V, H, n, out, out_stride, row_sum);
+}
+
+// A tile of HB heads x NV vectors of Y held in registers while every row is accumulated: each
+// load of x serves HB heads and each broadcast coefficient NV vectors. kFull: all NV vectors lie
+// inside n (no masked loads); otherwise `count` lanes are live. Each row also prefetches its
+// next tile, as the rows are swept tile by tile.
+template <int HB, bool kFull, typename T>
 void weighted_row_sum_tile(Acc<T>* Y, int64_t n, int64_t i, const Acc<T>* coef, int64_t coef_stride,
                            const T* x, int64_t x_stride, const int64_t* rows, int64_t R) {
   using Vec = Vectorized<Acc<T>>;
+  constexpr int NV = 4;
   constexpr int64_t W = Vec::size();
-  const int64_t c0 = n - i, c1 = n - i - W;  // c1 <= 0: the tile's second vector is unused
-  Vec a[HB][2];
-  for (int k = 0; k < HB; ++k) {
-    a[k][0] = load_acc(Y + k * n + i, c0);
-    a[k][1] = c1 > 0 ? load_acc(Y + k * n + i + W, c1) : Vec(0);
-  }
+  int64_t count[NV];
+  SEQOPS_UNROLL for (int j = 0; j < NV; ++j) count[j] = kFull ? W : std::clamp<int64_t>(n - i - j * W, 0, W);
+  // The next tile's offset from this one (0 on the last tile, which prefetches itself).
+  const int64_t ahead = i + NV * W < n ? NV * W : 0;
+  Vec a[HB][NV];
+  SEQOPS_UNROLL for (int k = 0; k < HB; ++k)
+    SEQOPS_UNROLL for (int j = 0; j < NV; ++j) a[k][j] = load_acc(Y + k * n + i + j * W, count[j]);
   for (int64_t r = 0; r < R; ++r) {
     const int64_t t = rows[r];
     const T* row = x + t * x_stride + i;
-    const Vec x0 = load(row, c0);
-    const Vec x1 = c1 > 0 ? load(row + W, c1) : Vec(0);
-    for (int k = 0; k < HB; ++k) {
+    Vec xv[NV];
+    SEQOPS_UNROLL for (int j = 0; j < NV; ++j) xv[j] = load(row + j * W, count[j]);
+    SEQOPS_UNROLL for (int j = 0; j < NV; ++j) __builtin_prefetch(row + ahead + j * W);
+    SEQOPS_UNROLL for (int k = 0; k < HB; ++k) {
       const Vec w(coef[k * coef_stride + t]);
-      a[k][0] = at::vec::fmadd(w, x0, a[k][0]);
-      a[k][1] = at::vec::fmadd(w, x1, a[k][1]);
+      SEQOPS_UNROLL for (int j = 0; j < NV; ++j) a[k][j] = at::vec::fmadd(w, xv[j], a[k][j]);
     }
   }
-  for (int k = 0; k < HB; ++k) {
-    store_acc(Y + k * n + i, a[k][0], c0);
-    if (c1 > 0) store_acc(Y + k * n + i + W, a[k][1], c1);
-  }
+  SEQOPS_UNROLL for (int k = 0; k < HB; ++k)
+    SEQOPS_UNROLL for (int j = 0; j < NV; ++j) store_acc(Y + k * n + i + j * W, a[k][j], count[j]);
 }
 
 template <typename T>
 void weighted_row_sum(Acc<T>* Y, int64_t H, const Acc<T>* coef, int64_t coef_stride, const T* x,
                       int64_t x_stride, const int64_t* rows, int64_t R, int64_t n) {
+  constexpr int64_t kTile = 4 * Vectorized<Acc<T>>::size();
   for_head_blocks(H, [&](auto hb, int64_t h) {
-    for (int64_t i = 0; i < n; i += 2 * Vectorized<Acc<T>>::size())
-      weighted_row_sum_tile<decltype(hb)::value>(Y + h * n, n, i, coef + h * coef_stride, coef_stride, x, x_stride, rows, R);
+    constexpr int HB = decltype(hb)::value;
+    int64_t i = 0;
+    for (; i + kTile <= n; i += kTile)
+      weighted_row_sum_tile<HB, true>(Y + h * n, n, i, coef + h * coef_stride, coef_stride, x, x_stride, rows, R);
+    if (i < n)
+      weighted_row_sum_tile<HB, false>(Y + h * n, n, i, coef + h * coef_stride, coef_stride, x, x_stride, rows, R);
   });
 }
 
@@ -262,6 +311,87 @@ void softmax_grad(Acc<T>* ds, const Acc<T>* p, Acc<T> d, int64_t n) {
     store_acc(ds + i, load_acc(p + i, n - i) * (load_acc(ds + i, n - i) - Vec(d)), n - i);
 }
 
+constexpr int kPhiloxLanes = 16;
+
+// Philox-4x32-10 on kPhiloxLanes counters, w[word][lane] (seqops/philox.h). AVX-512 has no
+// 32-bit multiply-high, but vpmuludq multiplies the even 32-bit lanes into 64-bit products, so
+// two of them (even lanes, odd lanes shifted down) give every lane's high and low words.
+// Elsewhere the header's generic rounds run on 64-bit lanes, which compilers vectorize.
+inline void philox_lanes(uint32_t (&w)[4][kPhiloxLanes], uint32_t k0, uint32_t k1) {
+#if defined(CPU_CAPABILITY_AVX512)
+  static_assert(kPhiloxLanes == 16, "one zmm register of 32-bit lanes per word");
+  __m512i v[4];
+  for (int k = 0; k < 4; ++k) v[k] = _mm512_loadu_si512(w[k]);
+  const __m512i m0 = _mm512_set1_epi64(0xD2511F53u), m1 = _mm512_set1_epi64(0xCD9E8D57u);
+  constexpr __mmask16 kOdd = 0xAAAA;
+  const auto mulhilo = [&](__m512i a, __m512i m, __m512i& hi, __m512i& lo) {
+    const __m512i even = _mm512_mul_epu32(a, m), odd = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), m);
+    hi = _mm512_mask_blend_epi32(kOdd, _mm512_srli_epi64(even, 32), odd);
+    lo = _mm512_mask_blend_epi32(kOdd, even, _mm512_slli_epi64(odd, 32));
+  };
+  for (int round = 0; round < 10; ++round) {
+    __m512i hi0, lo0, hi1, lo1;
+    mulhilo(v[0], m0, hi0, lo0);
+    mulhilo(v[2], m1, hi1, lo1);
+    v[0] = _mm512_xor_si512(_mm512_xor_si512(hi1, v[1]), _mm512_set1_epi32(static_cast<int>(k0)));
+    v[1] = lo1;
+    v[2] = _mm512_xor_si512(_mm512_xor_si512(hi0, v[3]), _mm512_set1_epi32(static_cast<int>(k1)));
+    v[3] = lo0;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  for (int k = 0; k < 4; ++k) _mm512_storeu_si512(w[k], v[k]);
+#else
+  uint64_t wide[4][kPhiloxLanes];
+  for (int k = 0; k < 4; ++k)
+    for (int l = 0; l < kPhiloxLanes; ++l) wide[k][l] = w[k][l];
+  philox4x32_10_lanes(wide, k0, k1);
+  for (int k = 0; k < 4; ++k)
+    for (int l = 0; l < kPhiloxLanes; ++l) w[k][l] = static_cast<uint32_t>(wide[k][l]);
+#endif
+}
+
+// Calls f(j, word) for j in [j0, j0 + n), word being the Philox word of position j: word j % 4
+// of the call on counter(j / 4), kPhiloxLanes calls at a time. f captures by value, or the
+// output stores could alias its operands and block vectorization.
+template <typename Counter, typename F>
+inline void for_dropout_words(uint64_t seed, int64_t j0, int64_t n, Counter counter, F f) {
+  constexpr int kSpan = 4 * kPhiloxLanes;  // positions per batch of calls
+  const int64_t j_end = j0 + n;
+  for (int64_t base = j0 / 4 * 4; base < j_end; base += kSpan) {
+    uint32_t w[4][kPhiloxLanes];
+    for (int l = 0; l < kPhiloxLanes; ++l) {
+      const Philox4 c = counter(base / 4 + l);
+      for (int k = 0; k < 4; ++k) w[k][l] = c.v[k];
+    }
+    philox_lanes(w, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+    uint32_t words[kSpan];  // in position order, so the loop over f vectorizes
+    for (int l = 0; l < kPhiloxLanes; ++l)
+      for (int k = 0; k < 4; ++k) words[4 * l + k] = w[k][l];
+    const int64_t hi = std::min(base + kSpan, j_end);
+    for (int64_t j = std::max(base, j0); j < hi; ++j) f(j, words[j - base]);
+  }
+}
+
+template <typename T>
+void attention_dropout_row(uint64_t seed, uint64_t offset, int64_t bh, int64_t i, int64_t j0, int64_t cols,
+                           float keep_prob, Acc<T> inv, Acc<T>* out) {
+  for_dropout_words(
+      seed, j0, cols, [&](int64_t j4) { return attention_dropout_counter(offset, bh, i, j4); },
+      [=](int64_t j, uint32_t word) { out[j - j0] = dropout_keep(word, keep_prob) ? inv : Acc<T>(0); });
+}
+
+template <typename T>
+void dropout_apply(uint64_t seed, uint64_t offset, int64_t e0, int64_t n, float keep_prob, Acc<T> scale,
+                   const T* x, T* y) {
+  for_dropout_words(
+      seed, e0, n, [&](int64_t e4) { return element_dropout_counter(offset, e4); },
+      [=](int64_t e, uint32_t word) {
+        const Acc<T> v = static_cast<Acc<T>>(x[e - e0]) * scale;
+        y[e - e0] = static_cast<T>(dropout_keep(word, keep_prob) ? v : Acc<T>(0));
+      });
+}
+
 template <typename T>
 void store(T* out, const Acc<T>* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(y[i]);
@@ -278,9 +408,9 @@ template <typename T>
 const VectorPrimitives<T>& primitives() {
   static const VectorPrimitives<T> table{&dot<T>,        &dot_acc<T>,    &axpy<T>,
                                          &axpy_acc<T>,   &scale_axpy<T>, &max_update<T>,
-                                         &dot_heads<T>,  &weighted_row_sum<T>, &activate_inplace<T>,
+                                         &project_rows<T>, &weighted_row_sum<T>, &activate_inplace<T>,
                                          &exp_sum<T>,    &row_max<T>,    &add<T>,
-                                         &scale<T>,      &softmax_grad<T>, &store<T>,
+                                         &scale<T>,      &softmax_grad<T>, &attention_dropout_row<T>, &dropout_apply<T>, &store<T>,
                                          &store_scaled<T>};
   return table;
 }

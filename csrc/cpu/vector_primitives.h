@@ -22,9 +22,11 @@ struct VectorPrimitives {
   void (*scale_axpy)(acc_t* y, acc_t s, acc_t a, const T* x, int64_t n);  // y = s*y + a*x
   // best = max(best, x) elementwise, index = t where x wins (first on ties, NaN sticks).
   void (*max_update)(acc_t* best, int64_t* index, const T* x, int64_t t, int64_t n);
-  // out[h] = x . V_h for the H rows of V (H, n): each load of x serves several heads. With a
-  // non-null row_sum, also row_sum += x in the same sweep.
-  void (*dot_heads)(const T* x, const acc_t* V, int64_t H, int64_t n, acc_t* out, acc_t* row_sum);
+  // out[h * out_stride + t_r] = x_{t_r} . V_h for the R row indices t_r of `rows` (x rows
+  // x_stride apart) and the H rows of V (H, n), in register tiles of several rows x several
+  // heads. With a non-null row_sum, also row_sum += x_{t_r} in the same sweep.
+  void (*project_rows)(const T* x, int64_t x_stride, const int64_t* rows, int64_t R, const acc_t* V,
+                       int64_t H, int64_t n, acc_t* out, int64_t out_stride, acc_t* row_sum);
   // Y_h += sum_r coef[h * coef_stride + t_r] * x[t_r * x_stride : +n] over the R row indices
   // t_r of `rows`, for Y (H, n): a register tile of Y stays in registers across all rows.
   void (*weighted_row_sum)(acc_t* Y, int64_t H, const acc_t* coef, int64_t coef_stride,
@@ -36,6 +38,14 @@ struct VectorPrimitives {
   void (*scale)(acc_t* y, acc_t s, int64_t n);         // y *= s
   // The softmax backward of one row: ds = p * (ds - d).
   void (*softmax_grad)(acc_t* ds, const acc_t* p, acc_t d, int64_t n);
+  // out[j] = inv where element (bh, i, j0 + j) of the attention-dropout stream of
+  // seqops/philox.h is kept and 0 where it is dropped, for j < cols.
+  void (*attention_dropout_row)(uint64_t seed, uint64_t offset, int64_t bh, int64_t i, int64_t j0,
+                                int64_t cols, float keep_prob, acc_t inv, acc_t* out);
+  // y[e] = x[e] * scale where element e0 + e of the elementwise dropout stream of
+  // seqops/philox.h is kept and 0 where it is dropped, for e < n.
+  void (*dropout_apply)(uint64_t seed, uint64_t offset, int64_t e0, int64_t n, float keep_prob,
+                        acc_t scale, const T* x, T* y);
   void (*store)(T* out, const acc_t* y, int64_t n);                     // out = T(y)
   void (*store_scaled)(T* out, acc_t s, const acc_t* y, int64_t n);     // out = T(s*y)
 };

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <limits>
 
+#include "seqops/philox.h"
 #include "seqops/relative_position.h"
 
 namespace seqops::cuda::attention {
@@ -317,7 +318,7 @@ __device__ void backward_tile(const P& p, int64_t b, int64_t h, int64_t i0, int6
     const int il = w / chunks, jc = (w - il * chunks) * 4;
     const int64_t i = i0 + il;
     Philox4 words{{0u, 0u, 0u, 0u}};
-    if (p.dropout && i < p.len_q) words = dropout_words(p.seed, p.offset, bh, i, (j0 + jc) / 4);
+    if (p.dropout && i < p.len_q) words = attention_dropout_words(p.seed, p.offset, bh, i, (j0 + jc) / 4);
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const int jl = jc + e;
@@ -427,7 +428,7 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(const Param
     acc_t tile_sum = 0;
     for (int c = lane * 4; c < bk; c += width * 4) {
       Philox4 words{{0u, 0u, 0u, 0u}};
-      if (p.dropout && i < p.len_q) words = dropout_words(p.seed, p.offset, bh, i, (j0 + c) / 4);
+      if (p.dropout && i < p.len_q) words = attention_dropout_words(p.seed, p.offset, bh, i, (j0 + c) / 4);
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         acc_t prob = exp_from(S(row, c + e), new_max);
@@ -698,7 +699,7 @@ __global__ void __launch_bounds__(kThreads) attention_relative_kernel(const Para
         const acc_t prob = ::exp(logit - lse[il]);
         acc_t keep = 1;
         if (p.dropout)
-          keep = dropout_factor(p, dropout_words(p.seed, p.offset, bh, i, j / 4).v[j % 4]);
+          keep = dropout_factor(p, attention_dropout_words(p.seed, p.offset, bh, i, j / 4).v[j % 4]);
         ds = prob * (dP(il, il + c) * keep - delta[il]);
       }
       band(il, c) = ds;

@@ -236,13 +236,28 @@ def linformer(device: str, dtype: torch.dtype, profile: str) -> Iterator[Case]:
         yield Case("linformer", "encoder, forward+backward", n, impls, flops, "GFLOP/s")
 
 
+# ----------------------------------------------------------------------------- dropout
+
+def dropout(device: str, dtype: torch.dtype, profile: str) -> Iterator[Case]:
+    """seqops.dropout vs torch.nn.functional.dropout, training mode, forward+backward on an
+    (n, 512) activation (p = 0.1, as in the Linformer's feed-forward)."""
+    width = 16 if profile == "smoke" else 512
+    for n in {"full": [1024, 4096, 16384], "quick": [1024, 4096], "smoke": [8, 16]}[profile]:
+        x = torch.randn(n, width, device=device, dtype=dtype, requires_grad=True)
+        traffic = 4 * x.numel() * x.element_size()  # read x, write y, read dy, write dx
+        yield Case("dropout", "p 0.1, forward+backward", n, {
+            "seqops": _fwd_bwd(lambda t: ops.dropout(t, 0.1), x),
+            "torch": _fwd_bwd(lambda t: F.dropout(t, 0.1), x),
+        }, traffic, "GB/s")
+
+
 FAMILIES: Dict[str, Family] = {"pool": pool, "attention": attention, "linformer": linformer,
-                               "compressive": compressive}
+                               "compressive": compressive, "dropout": dropout}
 
 # The family that benchmarks each op (backward ops are timed inside their forward's family).
 FAMILY_OF_OP: Dict[str, str] = {
     "seq_pool": "pool", "lama_pool": "pool", "masked_pool": "pool", "attention": "attention",
-    "compress": "compressive",
+    "compress": "compressive", "dropout": "dropout",
 }
 
 

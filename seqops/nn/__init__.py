@@ -1,5 +1,6 @@
 """Modules built on the seqops ops, compatible with the originals' constructors."""
 from .attention import MultiheadAttention
+from .dropout import Dropout
 from .linformer import FeedForward, Linformer, LinformerEncDec, LinformerLM
 from .linformer import PositionalEmbedding as LinformerPositionalEmbedding
 from .linformer_attention import LinearAttentionHead, MHAttention
@@ -11,7 +12,7 @@ from .positional import (EnformerPositionalEmbedding, LearnedPositionalEmbedding
                          SinusoidalPositionalEmbedding, T5PositionalEmbedding,
                          TransformerXLPositionalEmbedding, UnifiedPositionalEmbedding)
 
-__all__ = ["CVTSeqPool", "EnformerPositionalEmbedding", "LAMA", "LAMAEncoder", "LAMAPooler",
+__all__ = ["CVTSeqPool", "Dropout", "EnformerPositionalEmbedding", "LAMA", "LAMAEncoder", "LAMAPooler",
            "LearnedPositionalEmbedding", "MeanSeqPool", "MultiheadAttention", "PositionalEmbedding",
            "SeqPool", "SinusoidalPositionalEmbedding", "T5PositionalEmbedding",
            "TransformerXLPositionalEmbedding", "UnifiedPositionalEmbedding",

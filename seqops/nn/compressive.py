@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .compressive_attention import CompressiveFeedForward, RelativeMultiHeadAttention
+from .dropout import Dropout
 
 
 class CompressiveTransformerLayer(nn.Module):
@@ -43,7 +44,7 @@ class CompressiveTransformerLayer(nn.Module):
         self.size = d_model
         self.self_attn = self_attn
         self.feed_forward = feed_forward
-        self.dropout = nn.Dropout(dropout_prob)
+        self.dropout = Dropout(dropout_prob)
         self.norm_self_attn = nn.LayerNorm([d_model], device=device, dtype=dtype)
         self.norm_ff = nn.LayerNorm([d_model], device=device, dtype=dtype)
 

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import ops
+from .dropout import Dropout
 
 
 class HeadProjection(nn.Module):
@@ -151,7 +152,7 @@ class CompressiveFeedForward(nn.Module):
         self.layer1 = nn.Linear(d_model, d_ff, bias=bias1, **factory)
         self.layer2 = nn.Linear(d_ff, d_model, bias=bias2, **factory)
         self.linear_v = nn.Linear(d_model, d_ff, bias=bias_gate, **factory) if is_gated else None
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.activation = activation
         self.is_gated = is_gated
 

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from .dropout import Dropout
 from .linformer_attention import CHECKPOINT_LEVELS, SHARING, MHAttention, check_mask
 from .linformer_projection import METHODS, check_choice, get_EF
 
@@ -58,8 +59,8 @@ class FeedForward(nn.Module):
         self.w_1 = nn.Linear(input_channels, ff_dim, device=device, dtype=dtype)
         self.w_2 = nn.Linear(ff_dim, output_channels, device=device, dtype=dtype)
         self.activation = activation if activation is not None else ""
-        self.dropout = nn.Dropout(dropout)
-        self.dropout2 = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
+        self.dropout2 = Dropout(dropout)
 
     def forward(self, tensor: Tensor) -> Tensor:
         tensor = self.w_1(tensor)
@@ -262,7 +263,7 @@ class LinformerLM(nn.Module):
                                    ff_intermediate, **factory)
         self.project_out = nn.Linear(channels, emb_dim, **factory) if emb_dim != channels else None
         self.to_logits = None if return_emb else nn.Linear(emb_dim, num_tokens, **factory)
-        self.dropout_tokens = nn.Dropout(dropout_tokens)
+        self.dropout_tokens = Dropout(dropout_tokens)
 
     def forward(self, tensor: Tensor, input_mask: Optional[Tensor] = None, embeddings: Optional[Tensor] = None,
                 embeddings_mask: Optional[Tensor] = None, visualize: bool = False) -> Tensor:

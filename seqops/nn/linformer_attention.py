@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .. import ops
+from .dropout import Dropout
 from .linformer_projection import (METHODS, SequenceProjection, add_bias, causal_chunks, check_choice,
                                    get_EF, num_rows, project, row_support, valid_rows)
 from .tracing import leading
@@ -332,7 +333,7 @@ class MHAttention(nn.Module):
             self.w_o = None
             self.w_o_1 = nn.Linear(dim * nhead, w_o_intermediate_dim, **factory)
             self.w_o_2 = nn.Linear(w_o_intermediate_dim, channels, **factory)
-        self.mh_dropout = nn.Dropout(dropout)
+        self.mh_dropout = Dropout(dropout)
 
     def forward(self, tensor: Tensor, input_mask: Optional[Tensor] = None, embeddings: Optional[Tensor] = None,
                 embeddings_mask: Optional[Tensor] = None, visualize: bool = False,

@@ -44,6 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import ops
+from .dropout import Dropout
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -103,7 +104,7 @@ class PositionalEmbedding(nn.Module):
         self.max_pos = max_pos if max_pos is not None else max_length
         self.max_length = self.max_pos
         self.padding_idx = padding_idx
-        self.positional_embedding_dropout = nn.Dropout(dropout_p if dropout_p is not None else 0.0)
+        self.positional_embedding_dropout = Dropout(dropout_p if dropout_p is not None else 0.0)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):

@@ -44,6 +44,24 @@ inline void check_floating_dtype(const at::Tensor& x, const char* name) {
   }
 }
 
+// A dropout probability argument (p = 1 is left to the Python wrappers: all zeros).
+inline void check_dropout_p(double p, const char* name) {
+  TORCH_CHECK(p >= 0.0 && p < 1.0, name, " must be in [0, 1), got ", p);
+}
+
+// A dropout_rng argument: the (seed, offset) pair of the Philox stream (seqops/philox.h), a CPU
+// int64 tensor of shape (2,) whatever the device of the data.
+struct DropoutStream {
+  uint64_t seed, offset;
+};
+inline DropoutStream read_dropout_rng(const at::Tensor& rng, const char* name) {
+  TORCH_CHECK(rng.is_cpu() && rng.scalar_type() == at::kLong && rng.dim() == 1 && rng.numel() == 2,
+              name, " must be a CPU int64 tensor of shape (2,) (seed, offset), got ", rng.scalar_type(),
+              " ", rng.sizes(), " on ", rng.device());
+  const auto r = rng.contiguous();
+  return {static_cast<uint64_t>(r.data_ptr<int64_t>()[0]), static_cast<uint64_t>(r.data_ptr<int64_t>()[1])};
+}
+
 // Boolean (batch, length) mask, True = keep.
 inline void check_mask(const std::optional<at::Tensor>& mask, const at::Tensor& x, int64_t batch,
                        int64_t length) {
