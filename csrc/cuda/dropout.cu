@@ -20,9 +20,8 @@ constexpr int64_t kMaxBlocks = 65536;
 
 template <typename T, typename acc_t = at::opmath_type<T>>
 __global__ void __launch_bounds__(kThreads)
-    dropout_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t n, uint64_t seed,
-                   uint64_t offset, float keep_prob, acc_t scale) {
-  const int64_t calls = ceil_div(n, 4);
+    dropout_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t n, int64_t calls,
+                   uint64_t seed, uint64_t offset, float keep_prob, acc_t scale) {
   for (int64_t e4 = blockIdx.x * int64_t(kThreads) + threadIdx.x; e4 < calls;
        e4 += int64_t(gridDim.x) * kThreads) {
     const Philox4 w = philox4x32_10(element_dropout_counter(offset, e4), static_cast<uint32_t>(seed),
@@ -43,11 +42,12 @@ at::Tensor dropout_cuda(const at::Tensor& x, double p, const at::Tensor& rng) {
   auto y = at::empty_like(xc);
   const int64_t n = xc.numel();
   if (n == 0) return y;
-  const int64_t blocks = std::min(ceil_div(ceil_div(n, 4), kThreads), kMaxBlocks);
+  const int64_t calls = ceil_div(n, 4);  // Philox calls, 4 elements each
+  const int64_t blocks = std::min(ceil_div(calls, kThreads), kMaxBlocks);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "dropout_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     dropout_kernel<scalar_t><<<grid_1d(blocks, "dropout_kernel"), kThreads, 0, current_stream()>>>(
-        xc.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), n, a.stream.seed, a.stream.offset,
+        xc.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), n, calls, a.stream.seed, a.stream.offset,
         a.keep_prob, static_cast<acc_t>(a.scale));
     check_launch("dropout_kernel");
   });
