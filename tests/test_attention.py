@@ -82,6 +82,8 @@ def test_policies_float64(device, policy, causal, masked):
     (2, 8, 1, 7, 7, 80, 80),        # multi-query
     (1, 2, 2, 1025, 1025, 64, 32),  # several key and query blocks, dv != d
     (1, 2, 1, 300, 257, 16, 16),    # Lq > Lk
+    (1, 1, 1, 1100, 9, 16, 16),     # few keys: query blocks grow up to 512 (three of 368)
+    (1, 1, 1, 40, 1600, 16, 16),    # keys in three balanced tiles of 544
 ])
 @pytest.mark.parametrize("policy", ["none", "bias", "t5", "rel_keys"])
 def test_shapes_float32(device, shape, policy):

@@ -21,15 +21,17 @@
 
 namespace seqops::cpu::attention {
 
-// Tile sizes: a (kBlockQ x kBlockK) float tile of logits is 256 KiB, so the three tiles the
-// backward keeps fit in a 1-2 MiB L2. Large query blocks matter most: every GEMM repacks its
-// K / V block, and 128 queries amortize that (64 -> 128 cut the forward at n = 2048 from 1.10x
-// to 1.04x SDPA's CPU time; 256 gained nothing more; keys 256 -> 512 gained ~2%).
+// Tile sizes: a (kBlockQ x kBlockK) float tile of logits is 384 KiB. Large query blocks matter
+// most: every GEMM repacks its K / V block, and 128 queries amortize that (64 -> 128 cut the
+// forward at n = 2048 from 1.10x to 1.04x SDPA's CPU time; 256 gained nothing more; keys 256 ->
+// 512 gained ~2%). Keys 512 -> 768 left n = 2048 unchanged and made 768 keys one tile instead of
+// two: the Compressive Transformer step (768 keys, relative keys) went 147 -> 140 ms, as a
+// relative-keys tile also computes bq - 1 rows of R it shares with its neighbour.
 constexpr int64_t kBlockQ = 128;
-constexpr int64_t kBlockK = 512;
+constexpr int64_t kBlockK = 768;
 constexpr int64_t kMaxBlockQ = 512;
 
-// The tiles of a (len_q x len_k) problem, balanced (768 keys are two tiles of 384, not 512 +
+// The tiles of a (len_q x len_k) problem, balanced (1024 keys are two tiles of 512, not 768 +
 // 256): key tiles of at most kBlockK, and query blocks of kBlockQ, or up to kMaxBlockQ when the
 // key tiles are narrower, so a tile keeps about kBlockQ * kBlockK logits and short key spans
 // still get few, large GEMMs that pack K / V once for many queries.
