@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <limits>
+#include <type_traits>
 
 #include "chunked_pipeline.h"
 #include "seqops/activation.h"
@@ -41,12 +42,14 @@ struct LamaScores {
 template <typename acc_t>
 class LamaScratch {
  public:
+  // weights: a (B, H, L) accumulate-type buffer to compute the weights in (the forward's output
+  // when its dtype is the accumulate type), or undefined for a scratch one.
   LamaScratch(const PoolShape& s, const ChunkPlan& plan, const at::Tensor& like,
-              const std::optional<at::Tensor>& mask)
+              const std::optional<at::Tensor>& mask, const at::Tensor& weights = {})
       : s_(s), plan_(plan), mask_(mask) {
     const auto opt = like.options();
     u_ = at::empty({s.batch, s.heads, s.length}, opt);
-    weights_ = at::empty({s.batch, s.heads, s.length}, opt);
+    weights_ = weights.defined() ? weights : at::empty({s.batch, s.heads, s.length}, opt);
     context_ = at::empty({s.batch, s.dim}, opt);
     context_partial_ = at::empty({plan.items(), s.dim}, opt);
   }
@@ -145,11 +148,14 @@ void compute_scores(const VectorPrimitives<T>& vp, const LamaScratch<at::opmath_
   }
 }
 
-// acc_h = sum over the chunk's kept rows t of coef_ht * x_t; acc is (H, D), coef (H, L).
+// acc_h = sum over the chunk's kept rows t of coef_ht * x_t; acc is (H, D), coef (H, L). With
+// `next` (the next batch element's x, when one thread runs every stage of the elements in turn),
+// the sweep also prefetches the same rows of `next`: the DRAM reads of the next pass 1 then
+// overlap this compute-bound pass, and pass 1 finds its rows in L2 / L3.
 template <typename T>
 void weighted_rows(const VectorPrimitives<T>& vp, const LamaBatch<at::opmath_type<T>>& bt,
                    const PoolShape& s, const T* x, int64_t b, int64_t t0, int64_t t1,
-                   const at::opmath_type<T>* coef, at::opmath_type<T>* acc) {
+                   const at::opmath_type<T>* coef, at::opmath_type<T>* acc, const T* next = nullptr) {
   using acc_t = at::opmath_type<T>;
   std::fill(acc, acc + s.heads * s.dim, acc_t(0));
   const auto kept = kept_rows(bt, t0, t1);
@@ -158,7 +164,7 @@ void weighted_rows(const VectorPrimitives<T>& vp, const LamaBatch<at::opmath_typ
   const int64_t n = static_cast<int64_t>(kept.size());
   for (int64_t r = 0; r < n; r += kRowBlock)
     vp.weighted_row_sum(acc, s.heads, coef, s.length, x + b * s.length * s.dim, s.dim,
-                        kept.data() + r, std::min(kRowBlock, n - r), s.dim);
+                        kept.data() + r, std::min(kRowBlock, n - r), s.dim, next);
 }
 
 template <typename T>
@@ -169,8 +175,12 @@ void forward_kernel(const PoolShape& s, const LamaOptions& o, const at::Tensor& 
   using acc_t = at::opmath_type<T>;
   const auto& vp = vector_primitives<T>();
   const ChunkPlan plan = plan_chunks(s.batch, s.length);
-  const LamaScratch<acc_t> sc(s, plan, p, mask);
-  auto pooled_partial = at::empty({plan.items(), s.heads, s.dim}, p.options());
+  // In the accumulate type, the weights and (with one chunk) the pooled rows are computed in
+  // the outputs themselves: no scratch copies.
+  constexpr bool kAccOut = std::is_same_v<T, acc_t>;
+  const bool direct = kAccOut && plan.chunks == 1;
+  const LamaScratch<acc_t> sc(s, plan, p, mask, kAccOut ? weights_out : at::Tensor());
+  auto pooled_partial = direct ? pooled : at::empty({plan.items(), s.heads, s.dim}, p.options());
   const T* xp = x.data_ptr<T>();
   acc_t* partial = pooled_partial.data_ptr<acc_t>();
   const int64_t HD = s.heads * s.dim;
@@ -181,12 +191,13 @@ void forward_kernel(const PoolShape& s, const LamaOptions& o, const at::Tensor& 
   auto weigh = [&](int64_t b, int64_t, int64_t, int64_t) {
     LamaScores<acc_t> scores(s.heads, s.length);
     compute_scores(vp, sc, s, p.data_ptr<acc_t>(), o, plan, b, scores);
-    const auto bt = sc.batch(b);
-    vp.store(weights_out.data_ptr<T>() + b * s.heads * s.length, bt.weights, s.heads * s.length);
+    if constexpr (!kAccOut)
+      vp.store(weights_out.data_ptr<T>() + b * s.heads * s.length, sc.batch(b).weights, s.heads * s.length);
   };
   auto pass2 = [&](int64_t b, int64_t c, int64_t t0, int64_t t1) {
+    const T* next = plan.chunks == 1 && b + 1 < s.batch ? xp + (b + 1) * s.length * s.dim : nullptr;
     weighted_rows(vp, sc.batch(b), s, xp, b, t0, t1, sc.batch(b).weights,
-                  partial + (b * plan.chunks + c) * HD);
+                  partial + (b * plan.chunks + c) * HD, next);
   };
   auto finish = [&](int64_t b, int64_t, int64_t, int64_t) {
     std::vector<acc_t> total(HD, acc_t(0));
@@ -194,7 +205,8 @@ void forward_kernel(const PoolShape& s, const LamaOptions& o, const at::Tensor& 
       vp.axpy_acc(total.data(), acc_t(1), partial + (b * plan.chunks + c) * HD, HD);
     vp.store(pooled.data_ptr<T>() + b * HD, total.data(), HD);
   };
-  run_pipeline(plan, {{true, pass1}, {false, weigh}, {true, pass2}, {false, finish}});
+  if (direct) run_pipeline(plan, {{true, pass1}, {false, weigh}, {true, pass2}});
+  else run_pipeline(plan, {{true, pass1}, {false, weigh}, {true, pass2}, {false, finish}});
 }
 
 template <typename T>

@@ -200,10 +200,10 @@ void project_rows(const T* x, int64_t x_stride, const int64_t* rows, int64_t R, 
 // A tile of HB heads x NV vectors of Y held in registers while every row is accumulated: each
 // load of x serves HB heads and each broadcast coefficient NV vectors. kFull: all NV vectors lie
 // inside n (no masked loads); otherwise `count` lanes are live. Each row also prefetches its
-// next tile, as the rows are swept tile by tile.
-template <int HB, bool kFull, typename T>
+// next tile, as the rows are swept tile by tile, and with kFar the same tile of row t of `far`.
+template <int HB, bool kFull, bool kFar, typename T>
 void weighted_row_sum_tile(Acc<T>* Y, int64_t n, int64_t i, const Acc<T>* coef, int64_t coef_stride,
-                           const T* x, int64_t x_stride, const int64_t* rows, int64_t R) {
+                           const T* x, int64_t x_stride, const int64_t* rows, int64_t R, const T* far) {
   using Vec = Vectorized<Acc<T>>;
   constexpr int NV = 4;
   constexpr int64_t W = Vec::size();
@@ -220,6 +220,8 @@ void weighted_row_sum_tile(Acc<T>* Y, int64_t n, int64_t i, const Acc<T>* coef, 
     Vec xv[NV];
     SEQOPS_UNROLL for (int j = 0; j < NV; ++j) xv[j] = load(row + j * W, count[j]);
     SEQOPS_UNROLL for (int j = 0; j < NV; ++j) __builtin_prefetch(row + ahead + j * W);
+    if constexpr (kFar)
+      SEQOPS_UNROLL for (int j = 0; j < NV; ++j) __builtin_prefetch(far + t * x_stride + i + j * W, 0, 2);
     SEQOPS_UNROLL for (int k = 0; k < HB; ++k) {
       const Vec w(coef[k * coef_stride + t]);
       SEQOPS_UNROLL for (int j = 0; j < NV; ++j) a[k][j] = at::vec::fmadd(w, xv[j], a[k][j]);
@@ -231,15 +233,27 @@ void weighted_row_sum_tile(Acc<T>* Y, int64_t n, int64_t i, const Acc<T>* coef, 
 
 template <typename T>
 void weighted_row_sum(Acc<T>* Y, int64_t H, const Acc<T>* coef, int64_t coef_stride, const T* x,
-                      int64_t x_stride, const int64_t* rows, int64_t R, int64_t n) {
+                      int64_t x_stride, const int64_t* rows, int64_t R, int64_t n, const T* far) {
   constexpr int64_t kTile = 4 * Vectorized<Acc<T>>::size();
   for_head_blocks(H, [&](auto hb, int64_t h) {
     constexpr int HB = decltype(hb)::value;
-    int64_t i = 0;
-    for (; i + kTile <= n; i += kTile)
-      weighted_row_sum_tile<HB, true>(Y + h * n, n, i, coef + h * coef_stride, coef_stride, x, x_stride, rows, R);
-    if (i < n)
-      weighted_row_sum_tile<HB, false>(Y + h * n, n, i, coef + h * coef_stride, coef_stride, x, x_stride, rows, R);
+    // The first head block's sweep prefetches `far`: once per row is enough.
+    const auto sweep = [&](auto full, auto prefetch_far) {
+      constexpr bool kFull = decltype(full)::value, kFar = decltype(prefetch_far)::value;
+      int64_t i = kFull ? 0 : n / kTile * kTile;
+      for (; kFull ? i + kTile <= n : i < n; i += kTile)
+        weighted_row_sum_tile<HB, kFull, kFar>(Y + h * n, n, i, coef + h * coef_stride, coef_stride, x, x_stride,
+                                               rows, R, far);
+    };
+    using Yes = std::true_type;
+    using No = std::false_type;
+    if (far && h == 0) {
+      sweep(Yes{}, Yes{});
+      sweep(No{}, Yes{});
+    } else {
+      sweep(Yes{}, No{});
+      sweep(No{}, No{});
+    }
   });
 }
 

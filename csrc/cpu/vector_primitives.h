@@ -28,9 +28,11 @@ struct VectorPrimitives {
   void (*project_rows)(const T* x, int64_t x_stride, const int64_t* rows, int64_t R, const acc_t* V,
                        int64_t H, int64_t n, acc_t* out, int64_t out_stride, acc_t* row_sum);
   // Y_h += sum_r coef[h * coef_stride + t_r] * x[t_r * x_stride : +n] over the R row indices
-  // t_r of `rows`, for Y (H, n): a register tile of Y stays in registers across all rows.
+  // t_r of `rows`, for Y (H, n): a register tile of Y stays in registers across all rows. A
+  // non-null `far` (laid out as x) has the same rows prefetched, spread over the sweep.
   void (*weighted_row_sum)(acc_t* Y, int64_t H, const acc_t* coef, int64_t coef_stride,
-                           const T* x, int64_t x_stride, const int64_t* rows, int64_t R, int64_t n);
+                           const T* x, int64_t x_stride, const int64_t* rows, int64_t R, int64_t n,
+                           const T* far);
   void (*activate)(acc_t* z, int64_t n, Activation act);               // z = act(z)
   acc_t (*exp_sum)(acc_t* z, int64_t n, acc_t shift);  // z = exp(z - shift), returns sum
   acc_t (*row_max)(const acc_t* z, int64_t n);         // max of z (-inf for n = 0)
