@@ -190,36 +190,33 @@ def philox4x32_10(counter: Tuple[int, int, int, int], key: Tuple[int, int]) -> L
     return c
 
 
-def attention_dropout_keep(rng: Tensor, batch_heads: int, len_q: int, len_k: int, p: float) -> Tensor:
-    """The keep-mask (batch_heads, len_q, len_k) that attention draws from the (seed, offset)
-    pair rng: element (bh, i, j) is word j % 4 of Philox(counter (j // 4, i, bh, offset), key
-    seed), kept when its top 24 bits as a uniform in [0, 1) are below float32(1 - p)."""
+def _philox_keep(rng: Tensor, p: float, n: int, counter) -> Tensor:
+    """Keep draws (n,) of one Philox stream under the (seed, offset) pair rng: position j is word
+    j % 4 of Philox(counter(j // 4, offset mod 2^32), key seed), kept when its top 24 bits as a
+    uniform in [0, 1) are below float32(1 - p)."""
     seed, offset = (int(v) & 0xFFFFFFFFFFFFFFFF for v in rng.tolist())
     key = (seed & _M32, seed >> 32)
     keep_prob = torch.tensor(1.0 - p, dtype=torch.float32).item()
-    keep = torch.empty(batch_heads, len_q, len_k, dtype=torch.bool)
-    for bh in range(batch_heads):
-        for i in range(len_q):
-            for j4 in range((len_k + 3) // 4):
-                words = philox4x32_10((j4, i, bh, offset & _M32), key)
-                for j in range(4 * j4, min(4 * j4 + 4, len_k)):
-                    keep[bh, i, j] = (words[j % 4] >> 8) / 16777216.0 < keep_prob
+    keep = torch.empty(n, dtype=torch.bool)
+    for j4 in range((n + 3) // 4):
+        words = philox4x32_10(counter(j4, offset & _M32), key)
+        for j in range(4 * j4, min(4 * j4 + 4, n)):
+            keep[j] = (words[j % 4] >> 8) / 16777216.0 < keep_prob
     return keep
+
+
+def attention_dropout_keep(rng: Tensor, batch_heads: int, len_q: int, len_k: int, p: float) -> Tensor:
+    """The keep-mask (batch_heads, len_q, len_k) that attention draws from the (seed, offset)
+    pair rng: row (bh, i) is the stream of counters (j // 4, i, bh, offset)."""
+    rows = [_philox_keep(rng, p, len_k, lambda j4, offset, i=i, bh=bh: (j4, i, bh, offset))
+            for bh in range(batch_heads) for i in range(len_q)]
+    return torch.stack(rows).reshape(batch_heads, len_q, len_k)
 
 
 def dropout_keep(rng: Tensor, numel: int, p: float) -> Tensor:
-    """The keep-mask (numel,) that seqops.ops.dropout draws from the (seed, offset) pair rng:
-    element e is word e % 4 of Philox(counter ((e // 4) mod 2^32, (e // 4) >> 32, 0, offset), key
-    seed), kept when its top 24 bits as a uniform in [0, 1) are below float32(1 - p)."""
-    seed, offset = (int(v) & 0xFFFFFFFFFFFFFFFF for v in rng.tolist())
-    key = (seed & _M32, seed >> 32)
-    keep_prob = torch.tensor(1.0 - p, dtype=torch.float32).item()
-    keep = torch.empty(numel, dtype=torch.bool)
-    for e4 in range((numel + 3) // 4):
-        words = philox4x32_10((e4 & _M32, e4 >> 32, 0, offset & _M32), key)
-        for e in range(4 * e4, min(4 * e4 + 4, numel)):
-            keep[e] = (words[e % 4] >> 8) / 16777216.0 < keep_prob
-    return keep
+    """The keep-mask (numel,) that seqops.ops.dropout draws from the (seed, offset) pair rng: the
+    stream of counters ((e // 4) mod 2^32, (e // 4) >> 32, 0, offset)."""
+    return _philox_keep(rng, p, numel, lambda e4, offset: (e4 & _M32, e4 >> 32, 0, offset))
 
 
 def dropout(x: Tensor, p: float, rng: Tensor) -> Tensor:

@@ -47,8 +47,9 @@ Operands<A> make_operands(const at::Tensor& q, const at::Tensor& k, const at::Te
 template <typename A>
 void dropout_factors(const VectorPrimitives<A>& vp, const AttentionArgs& a, int64_t bh, int64_t i,
                      int64_t j0, int64_t cols, A* out) {
-  vp.attention_dropout_row(a.dropout_seed, a.dropout_offset, bh, i, j0, cols, static_cast<float>(1.0 - a.dropout_p),
-                 A(1) / (A(1) - static_cast<A>(a.dropout_p)), out);
+  vp.attention_dropout_row(a.dropout_seed, a.dropout_offset, bh, i, j0, cols,
+                           static_cast<float>(1.0 - a.dropout_p),
+                           A(1) / (A(1) - static_cast<A>(a.dropout_p)), out);
 }
 
 // The tile-level logic forward and backward share.

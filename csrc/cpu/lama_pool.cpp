@@ -87,20 +87,26 @@ std::vector<int64_t> kept_rows(const LamaBatch<acc_t>& bt, int64_t t0, int64_t t
 }
 
 // Pass 1 rows: masked sum of x into the chunk's context partial and u_ht = q_h . x_t for the
-// kept rows (0 for the others). Returns the kept rows.
-template <typename T>
-std::vector<int64_t> scan_context_and_u(const VectorPrimitives<T>& vp, const LamaScratch<at::opmath_type<T>>& sc,
-                                        const PoolShape& s, const T* x, const at::opmath_type<T>* q,
-                                        int64_t b, int64_t c, int64_t t0, int64_t t1) {
+// kept rows (0 for the others), in blocks of kept rows; `also(rows, count)` runs on each block
+// while its rows are still in cache (the backward's second projection).
+template <typename T, typename Also>
+void scan_context_and_u(const VectorPrimitives<T>& vp, const LamaScratch<at::opmath_type<T>>& sc,
+                        const PoolShape& s, const T* x, const at::opmath_type<T>* q, int64_t b,
+                        int64_t c, int64_t t0, int64_t t1, Also also) {
   using acc_t = at::opmath_type<T>;
   const auto bt = sc.batch(b);
   acc_t* csum = sc.context_partial(b, c);
   std::fill(csum, csum + s.dim, acc_t(0));
   for (int64_t h = 0; h < s.heads; ++h) std::fill(bt.u + h * s.length + t0, bt.u + h * s.length + t1, acc_t(0));
-  auto kept = kept_rows(bt, t0, t1);
-  vp.project_rows(x + b * s.length * s.dim, s.dim, kept.data(), static_cast<int64_t>(kept.size()), q,
-                  s.heads, s.dim, bt.u, s.length, csum);
-  return kept;
+  const auto kept = kept_rows(bt, t0, t1);
+  const int64_t n = static_cast<int64_t>(kept.size());
+  constexpr int64_t kRowBlock = 64;  // 64 rows of D = 768 floats: 192 KiB, well inside L2
+  for (int64_t r = 0; r < n; r += kRowBlock) {
+    const int64_t count = std::min(kRowBlock, n - r);
+    vp.project_rows(x + b * s.length * s.dim, s.dim, kept.data() + r, count, q, s.heads, s.dim, bt.u,
+                    s.length, csum);
+    also(kept.data() + r, count);
+  }
 }
 
 // After pass 1: the context c, the score intermediates (g_h = p_h . c, a, |a|, ahat) and the
@@ -186,7 +192,7 @@ void forward_kernel(const PoolShape& s, const LamaOptions& o, const at::Tensor& 
   const int64_t HD = s.heads * s.dim;
 
   auto pass1 = [&](int64_t b, int64_t c, int64_t t0, int64_t t1) {
-    scan_context_and_u(vp, sc, s, xp, q.data_ptr<acc_t>(), b, c, t0, t1);
+    scan_context_and_u(vp, sc, s, xp, q.data_ptr<acc_t>(), b, c, t0, t1, [](const int64_t*, int64_t) {});
   };
   auto weigh = [&](int64_t b, int64_t, int64_t, int64_t) {
     LamaScores<acc_t> scores(s.heads, s.length);
@@ -230,11 +236,11 @@ void backward_kernel(const PoolShape& s, const LamaOptions& o, const at::Tensor&
     acc_t* dw = grad_scores.data_ptr<acc_t>() + b * H * L;
     const acc_t* dwt = dweights.data_ptr<acc_t>() + b * H * L;
     for (int64_t h = 0; h < H; ++h) std::fill(dw + h * L + t0, dw + h * L + t1, acc_t(0));
-    const auto kept = scan_context_and_u(vp, sc, s, xp, qp, b, c, t0, t1);
-    const int64_t n = static_cast<int64_t>(kept.size());
-    vp.project_rows(xp + b * L * D, D, kept.data(), n, dy + b * H * D, H, D, dw, L, nullptr);
-    for (int64_t h = 0; h < H; ++h)
-      for (int64_t r = 0; r < n; ++r) dw[h * L + kept[r]] += dwt[h * L + kept[r]];
+    scan_context_and_u(vp, sc, s, xp, qp, b, c, t0, t1, [&](const int64_t* rows, int64_t n) {
+      vp.project_rows(xp + b * L * D, D, rows, n, dy + b * H * D, H, D, dw, L, nullptr);
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t r = 0; r < n; ++r) dw[h * L + rows[r]] += dwt[h * L + rows[r]];
+    });
   };
   auto chain = [&](int64_t b, int64_t, int64_t, int64_t) {
     LamaScores<acc_t> scores(H, L);

@@ -238,22 +238,18 @@ void weighted_row_sum(Acc<T>* Y, int64_t H, const Acc<T>* coef, int64_t coef_str
   for_head_blocks(H, [&](auto hb, int64_t h) {
     constexpr int HB = decltype(hb)::value;
     // The first head block's sweep prefetches `far`: once per row is enough.
-    const auto sweep = [&](auto full, auto prefetch_far) {
-      constexpr bool kFull = decltype(full)::value, kFar = decltype(prefetch_far)::value;
-      int64_t i = kFull ? 0 : n / kTile * kTile;
-      for (; kFull ? i + kTile <= n : i < n; i += kTile)
-        weighted_row_sum_tile<HB, kFull, kFar>(Y + h * n, n, i, coef + h * coef_stride, coef_stride, x, x_stride,
-                                               rows, R, far);
+    const auto sweep = [&](auto prefetch_far) {
+      constexpr bool kFar = decltype(prefetch_far)::value;
+      const int64_t full = n / kTile * kTile;  // columns in whole tiles
+      for (int64_t i = 0; i < full; i += kTile)
+        weighted_row_sum_tile<HB, true, kFar>(Y + h * n, n, i, coef + h * coef_stride, coef_stride, x, x_stride,
+                                              rows, R, far);
+      if (full < n)
+        weighted_row_sum_tile<HB, false, kFar>(Y + h * n, n, full, coef + h * coef_stride, coef_stride, x,
+                                               x_stride, rows, R, far);
     };
-    using Yes = std::true_type;
-    using No = std::false_type;
-    if (far && h == 0) {
-      sweep(Yes{}, Yes{});
-      sweep(No{}, Yes{});
-    } else {
-      sweep(Yes{}, No{});
-      sweep(No{}, No{});
-    }
+    if (far && h == 0) sweep(std::true_type{});
+    else sweep(std::false_type{});
   });
 }
 
