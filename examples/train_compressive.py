@@ -4,13 +4,13 @@ sources (no download) or on any text file: progress bar, periodic loss, checkpoi
     OMP_NUM_THREADS=2 python examples/train_compressive.py [--data FILE] [--steps 2000]
         [--checkpoint checkpoints/compressive.pt] [--device cpu|cuda]
 
-The loop lives in seqops.train_compressive.train (also behind `seqops train --model
+The loop lives in seqops.training.compressive.train (also behind `seqops train --model
 compressive`); this script only parses arguments and prints the results.
 """
 import argparse
 
-from seqops import training
-from seqops.train_compressive import train
+from seqops.training import common as training
+from seqops.training.compressive import train
 
 
 def main() -> None:

@@ -425,7 +425,7 @@ def test_bad_constructor_arguments():
 
 
 def test_train_loop_on_a_text_file(tmp_path):
-    from seqops.train_compressive import train
+    from seqops.training.compressive import train
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("the quick brown fox jumps over the lazy dog. " * 200)
     result = train(str(corpus), steps=6, batch=2, seq_len=16, mem_len=8, c_mem_len=8, compression_rate=2,

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import ops
-from .positional import PositionalEmbedding
+from .positional.base import PositionalEmbedding
 
 
 class MultiheadAttention(nn.Module):

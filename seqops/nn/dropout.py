@@ -1,7 +1,7 @@
 """Dropout on seqops' dropout op."""
 from torch import Tensor, nn
 
-from ..ops_dropout import dropout
+from ..ops import dropout
 
 
 class Dropout(nn.Dropout):

@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .compressive import CompressiveTransformer, CompressiveTransformerLayer
-from .compressive_attention import CompressiveFeedForward, RelativeMultiHeadAttention
-from .compressive_compression import Conv1dCompression, MaxCompression, MeanCompression
-from .compressive_loss import AttentionReconstructionLoss
-from .compressive_memory import CompressiveMemory
+from .model import CompressiveTransformer, CompressiveTransformerLayer
+from .attention import CompressiveFeedForward, RelativeMultiHeadAttention
+from .compression import Conv1dCompression, MaxCompression, MeanCompression
+from .loss import AttentionReconstructionLoss
+from .memory import CompressiveMemory
 
 _COMPRESSIONS = {"conv": Conv1dCompression, "mean": MeanCompression, "max": MaxCompression}
 

@@ -5,12 +5,12 @@ from typing import Dict, Optional
 import torch
 import torch.nn.functional as F
 
-from . import training
-from .nn import LinformerLM
+from . import common
+from ..nn import LinformerLM
 
 
 @torch.no_grad()
-def generate(model: LinformerLM, vocab: training.CharVocab, prompt: str, max_new_tokens: int,
+def generate(model: LinformerLM, vocab: common.CharVocab, prompt: str, max_new_tokens: int,
              temperature: float, top_k: Optional[int], generator: torch.Generator) -> str:
     """Samples one character at a time from the last input_size characters (the model is causal,
     so shorter contexts are fine)."""
@@ -19,7 +19,7 @@ def generate(model: LinformerLM, vocab: training.CharVocab, prompt: str, max_new
     ids = vocab.encode(prompt).to(device)[None]
     for _ in range(max_new_tokens):
         logits = model(ids[:, -model.input_size:])[:, -1]
-        ids = torch.cat([ids, training.sample_next(logits, temperature, top_k, generator).to(device)[:, None]], 1)
+        ids = torch.cat([ids, common.sample_next(logits, temperature, top_k, generator).to(device)[:, None]], 1)
     return vocab.decode(ids[0])
 
 
@@ -29,9 +29,9 @@ def train(data_path: Optional[str] = None, steps: int = 300, device: str = "cpu"
           prompt: str = "def ", sample_length: int = 200) -> Dict[str, object]:
     """Trains, prints progress, saves a checkpoint and a sample; returns the run's numbers."""
     torch.manual_seed(seed)
-    text = training.load_corpus(data_path)
-    vocab = training.CharVocab(text)
-    train_ids, valid_ids = training.split(vocab.encode(text))
+    text = common.load_corpus(data_path)
+    vocab = common.CharVocab(text)
+    train_ids, valid_ids = common.split(vocab.encode(text))
     config = dict(num_tokens=len(vocab), input_size=length, channels=channels, dim_k=dim_k,
                   dim_ff=4 * channels, nhead=heads, depth=depth, causal=True, dropout=0.0,
                   dropout_ff=0.0, dropout_tokens=0.0)
@@ -46,7 +46,7 @@ def train(data_path: Optional[str] = None, steps: int = 300, device: str = "cpu"
 
     def step(_: int) -> Dict[str, float]:
         model.train()
-        loss = loss_of(training.random_windows(train_ids, batch, length, g))
+        loss = loss_of(common.random_windows(train_ids, batch, length, g))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -55,12 +55,12 @@ def train(data_path: Optional[str] = None, steps: int = 300, device: str = "cpu"
 
     print(f"linformer LM: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, "
           f"vocabulary {len(vocab)}, {len(train_ids)} training characters")
-    result = training.run_steps(steps, step, "linformer")
+    result = common.run_steps(steps, step, "linformer")
     model.eval()
     with torch.no_grad():
-        result["valid_loss"] = loss_of(training.random_windows(valid_ids, batch, length, g)).item()
+        result["valid_loss"] = loss_of(common.random_windows(valid_ids, batch, length, g)).item()
     if checkpoint:
-        training.save_checkpoint(checkpoint, model, vocab, config)
+        common.save_checkpoint(checkpoint, model, vocab, config)
         result["checkpoint"] = checkpoint
     result["sample"] = generate(model, vocab, prompt, sample_length, 0.8, 10, g)
     return result

@@ -2,9 +2,9 @@
 
 ``Linformer``, ``LinformerLM``, ``LinformerEncDec``, ``FeedForward``, ``PositionalEmbedding`` take
 the same arguments and defaults as linformer-pytorch 0.19.3 (plus ``device`` / ``dtype``);
-``MHAttention``, ``LinearAttentionHead`` (linformer_attention.py), ``get_EF``
-(linformer_projection.py), ``Padder``, ``Visualizer`` (linformer_tools.py) complete the original's
-API, and ``load_linformer_pytorch`` (linformer_compat.py) loads a model trained with the original.
+``MHAttention``, ``LinearAttentionHead`` (attention.py), ``get_EF``
+(projection.py), ``Padder``, ``Visualizer`` (tools.py) complete the original's
+API, and ``load_linformer_pytorch`` (weights.py) loads a model trained with the original.
 
 Forward keyword arguments (all modules): ``input_mask`` bool (B, L), True = keep, masks the input
 sequence's positions as keys; ``embeddings`` (B, M, D) the encoder output a decoder_mode model
@@ -13,14 +13,14 @@ attention probabilities in its ``heads.P_bar``.
 
 Fixes over linformer-pytorch (each tested in tests/test_linformer.py):
 
-- causal=True is truly causal (chunked causal projection, see linformer_projection.causal_chunks);
+- causal=True is truly causal (chunked causal projection, see projection.causal_chunks);
   in decoder_mode the *self*-attention is causal (the original left it unmasked) and the
   cross-attention sees the whole encoder output (the original put its leaky (n, k) mask there).
 - k_reduce_by_layer works in every sharing mode: with layerwise sharing, layer i uses the first
   k_i rows of the one shared E (the original silently ignored it), and causal works with it and
   with convolution (the original crashed on shape mismatches). The one impossible combination,
   one Conv1d shared by layers of different kernels (convolution + layerwise + reduction), raises.
-- Masks are real attention masks (see linformer_attention); ``input_mask`` masks the input's keys,
+- Masks are real attention masks (see attention.py); ``input_mask`` masks the input's keys,
   ``embeddings_mask`` the encoder output's keys (the original zeroed queries with it).
 - Inputs shorter than input_size are accepted directly (E/F columns sliced); the Padder returns
   its mask and passes it on.
@@ -38,9 +38,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from .dropout import Dropout
-from .linformer_attention import CHECKPOINT_LEVELS, SHARING, MHAttention, check_mask
-from .linformer_projection import METHODS, check_choice, get_EF
+from ..dropout import Dropout
+from .attention import CHECKPOINT_LEVELS, SHARING, MHAttention, check_mask
+from .projection import METHODS, check_choice, get_EF
 
 ACTIVATIONS = ("gelu", "relu")
 

@@ -7,7 +7,7 @@ CompressiveMemory only ever hands whole windows over and keeps the remainder unc
 """
 from torch import Tensor, nn
 
-from .. import ops
+from ... import ops
 
 
 def _check_rate(compression_rate: int) -> None:

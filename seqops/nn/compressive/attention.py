@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import ops
-from .dropout import Dropout
+from ... import ops
+from ..dropout import Dropout
 
 
 class HeadProjection(nn.Module):

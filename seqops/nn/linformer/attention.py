@@ -7,7 +7,7 @@ GEMM, and the softmax over the compressed keys runs through ``seqops.ops.attenti
 Fixes over linformer-pytorch (tests in tests/test_linformer.py):
 
 - **True causality.** causal=True uses the chunked causal projection of
-  ``linformer_projection.causal_chunks``: compressed row r only reads its own chunk, and a query
+  ``projection.causal_chunks``: compressed row r only reads its own chunk, and a query
   sees the rows of finished chunks plus the exact causal keys of its own chunk. The original's
   (n, k) mask hid compressed columns, but every column mixed all n positions: the future leaked.
   Full attention with causal=True is exact causal attention in the fused kernel.
@@ -29,9 +29,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from .. import ops
-from .dropout import Dropout
-from .linformer_projection import (METHODS, SequenceProjection, add_bias, causal_chunks, check_choice,
+from ... import ops
+from ..dropout import Dropout
+from .projection import (METHODS, SequenceProjection, add_bias, causal_chunks, check_choice,
                                    get_EF, num_rows, project, row_support, valid_rows)
 from .tracing import leading
 

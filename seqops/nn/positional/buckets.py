@@ -1,4 +1,4 @@
-"""Bucketed relative positions: T5 and TUPE (API and conventions in positional.py).
+"""Bucketed relative positions: T5 and TUPE (API and conventions in base.py).
 
 Fixes over the original (tests in tests/test_positional.py):
 
@@ -18,16 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import ops
-from ..reference import t5_bucket
-from .positional import PositionalEmbedding, _resolve_scale
+from ... import ops
+from ...relative_position import t5_bucket
+from .base import PositionalEmbedding, resolve_scale
 
 
-def t5_relative_position_bucket(relative_position: Tensor, bidirectional: bool = True,
-                                num_buckets: int = 32, max_distance: int = 128) -> Tensor:
-    """T5's bucket of relative_position = key position - query position (Mesh-TF bucketing),
-    the same function the op's T5 policy uses (seqops.reference.t5_bucket)."""
-    return t5_bucket(relative_position, bidirectional, num_buckets, max_distance)
+# T5's bucket of relative_position = key position - query position (Mesh-TF bucketing), the
+# function the op's T5 policy computes in its kernels.
+t5_relative_position_bucket = t5_bucket
 
 
 # ----------------------------------------------------------------------------- T5
@@ -70,7 +68,7 @@ class T5PositionalEmbedding(PositionalEmbedding):
     def attend(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor] = None,
                causal: bool = False, scale: Optional[float] = None, dropout_p: float = 0.0,
                positions_q: Optional[Tensor] = None, positions_k: Optional[Tensor] = None) -> Tensor:
-        scale_ = _resolve_scale(q, scale)
+        scale_ = resolve_scale(q, scale)
         offset = self._query_offset(positions_q, positions_k, q.shape[-2], k.shape[-2], q.device)
         if offset is None:
             return self._attend_dense(q, k, v, key_padding_mask, causal, scale_, dropout_p,
@@ -180,7 +178,7 @@ class UnifiedPositionalEmbedding(PositionalEmbedding):
     def attend(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor] = None,
                causal: bool = False, scale: Optional[float] = None, dropout_p: float = 0.0,
                positions_q: Optional[Tensor] = None, positions_k: Optional[Tensor] = None) -> Tensor:
-        scale_ = _resolve_scale(q, scale)
+        scale_ = resolve_scale(q, scale)
         len_q, len_k = q.shape[-2], k.shape[-2]
         if self.training and self.positional_embedding_dropout.p > 0:
             return self._attend_dense(q, k, v, key_padding_mask, causal, scale_, dropout_p,

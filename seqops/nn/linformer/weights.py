@@ -18,9 +18,9 @@ from typing import Dict, List, Mapping, Union
 import torch
 from torch import Tensor, nn
 
-from .linformer import FeedForward, Linformer, LinformerEncDec, LinformerLM
-from .linformer_attention import MHAttention
-from .linformer_projection import SequenceProjection
+from .model import FeedForward, Linformer, LinformerEncDec, LinformerLM
+from .attention import MHAttention
+from .projection import SequenceProjection
 
 StateDict = Dict[str, Tensor]
 

@@ -5,9 +5,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import ops
-from .compressive import CompressiveTransformerLayer
-from .compressive_attention import detached_projection
+from ... import ops
+from .model import CompressiveTransformerLayer
+from .attention import detached_projection
 
 
 class AttentionReconstructionLoss:

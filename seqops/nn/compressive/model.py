@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .compressive_attention import CompressiveFeedForward, RelativeMultiHeadAttention
-from .dropout import Dropout
+from .attention import CompressiveFeedForward, RelativeMultiHeadAttention
+from ..dropout import Dropout
 
 
 class CompressiveTransformerLayer(nn.Module):

@@ -1,4 +1,4 @@
-"""Relative-key positional embeddings: Transformer-XL and Enformer (API in positional.py).
+"""Relative-key positional embeddings: Transformer-XL and Enformer (API in base.py).
 
 Both give logits[b, h, i, j] = (q_i + u_h).k_j + (q_i + v_h).R_h[pk_j - pq_i], with R a
 per-distance key (the projected sinusoid of Transformer-XL, the projected feature basis of
@@ -30,8 +30,8 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .. import ops
-from .positional import PositionalEmbedding, _resolve_scale
+from ... import ops
+from .base import PositionalEmbedding, resolve_scale
 
 
 class _RelativeKeys(PositionalEmbedding):
@@ -76,7 +76,7 @@ class _RelativeKeys(PositionalEmbedding):
     def attend(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor] = None,
                causal: bool = False, scale: Optional[float] = None, dropout_p: float = 0.0,
                positions_q: Optional[Tensor] = None, positions_k: Optional[Tensor] = None) -> Tensor:
-        scale_ = _resolve_scale(q, scale)
+        scale_ = resolve_scale(q, scale)
         len_q, len_k = q.shape[-2], k.shape[-2]
         offset = self._query_offset(positions_q, positions_k, len_q, len_k, q.device)
         if offset is None:

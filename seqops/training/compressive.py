@@ -6,15 +6,15 @@ The corpus is cut into ``batch`` parallel streams; each step trains on the next 
 characters of every stream, attending over the memories of the previous segments (Transformer-XL
 style: memories carry no gradient; the attention-reconstruction loss trains the compression).
 Corpus, vocabulary, progress bar (tqdm, or plain periodic prints), Ctrl-C handling and
-checkpoints come from seqops.training, shared with the other demos.
+checkpoints come from seqops.training.common, shared with the other demos.
 """
 import math
 from typing import Dict, Optional
 
 import torch
 
-from . import training
-from .nn import CompressiveTransformerLM
+from . import common
+from ..nn import CompressiveTransformerLM
 
 
 def _streams(ids: torch.Tensor, batch: int, seq_len: int) -> torch.Tensor:
@@ -51,17 +51,17 @@ def train(data_path: Optional[str] = None, steps: int = 2000, device: str = "cpu
           compression: str = "conv", lr: float = 2e-3, max_chars: int = 2_000_000,
           eval_segments: int = 8, prompt_length: int = 48, sample_length: int = 200) -> Dict[str, object]:
     """Trains, saves a checkpoint (unless checkpoint is None) and samples; returns
-    seqops.training.run_steps' numbers (steps, losses, seconds, tokens_per_s, interrupted) plus
+    seqops.common.run_steps' numbers (steps, losses, seconds, tokens_per_s, interrupted) plus
     ar_losses, valid_loss_before / valid_loss (held-out nats per character, the last 5% of the
     corpus), valid_bpc, checkpoint, prompt and sample (generated after a held-out prompt)."""
     config = dict(n_vocab=0, d_model=d_model, n_layers=n_layers, heads=heads, d_ff=d_ff, mem_len=mem_len,
                   c_mem_len=c_mem_len, compression_rate=compression_rate, dropout=dropout,
                   compression=compression)
     torch.manual_seed(seed)
-    text = training.load_corpus(data_path, max_chars)
-    vocab = training.CharVocab(text)
+    text = common.load_corpus(data_path, max_chars)
+    vocab = common.CharVocab(text)
     config["n_vocab"] = len(vocab)
-    train_ids, valid_ids = training.split(vocab.encode(text))
+    train_ids, valid_ids = common.split(vocab.encode(text))
     train_streams = _streams(train_ids, batch, seq_len).to(device)
     valid_streams = _streams(valid_ids, min(batch, 4), seq_len).to(device)
     model = CompressiveTransformerLM(**config, device=device)
@@ -89,14 +89,14 @@ def train(data_path: Optional[str] = None, steps: int = 2000, device: str = "cpu
           f"vocabulary {len(vocab)}, {len(train_ids)} training characters, {batch} streams of "
           f"{seq_len}-character segments, memory {mem_len} + compressed {c_mem_len} (rate {compression_rate})")
     valid_before = evaluate(model, valid_streams, seq_len, eval_segments)
-    result = training.run_steps(steps, step, "compressive")
+    result = common.run_steps(steps, step, "compressive")
     result["ar_losses"] = ar_losses
     result["valid_loss_before"] = valid_before
     result["valid_loss"] = evaluate(model, valid_streams, seq_len, eval_segments)
     result["valid_bpc"] = result["valid_loss"] / math.log(2)
     result["checkpoint"] = checkpoint
     if checkpoint:
-        training.save_checkpoint(checkpoint, model, vocab, config)
+        common.save_checkpoint(checkpoint, model, vocab, config)
     prompt = valid_ids[:prompt_length].to(device)
     generated = model.generate(prompt, sample_length, temperature=0.8, top_k=10,
                                generator=torch.Generator(device=device).manual_seed(seed))

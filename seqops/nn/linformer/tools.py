@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .linformer import Linformer, LinformerLM
-from .linformer_attention import MHAttention, check_mask
+from .model import Linformer, LinformerLM
+from .attention import MHAttention, check_mask
 from .tracing import leading
 
 
