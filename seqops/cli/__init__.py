@@ -1,4 +1,4 @@
 """The `seqops` command (`info`, `bench`, `train`)."""
-from .main import main
+from .commands import main
 
 __all__ = ["main"]

@@ -1,5 +1,5 @@
 // Runs TorchScript models that call seqops ops with LibTorch and the seqops library only (no
-// Python), the C++ half of tests/test_deploy_script.py.
+// Python), the C++ half of tests/deploy/test_script.py.
 //
 //   seqops_load_scripted DIR NAME...
 //

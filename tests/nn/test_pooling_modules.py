@@ -4,7 +4,7 @@ import io
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import random_mask
+from support import random_mask
 
 from seqops import reference
 from seqops.nn import CVTSeqPool, LAMA, LAMAEncoder, LAMAPooler, MeanSeqPool, SeqPool

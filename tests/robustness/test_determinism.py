@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import seqops
-from op_cases import CASES, Sizes, input_grads, with_grads
+from support.op_cases import CASES, Sizes, input_grads, with_grads
 
 LARGE = Sizes(batch=3, length=700, length_q=300, dim=40, heads=4)
 

@@ -4,7 +4,7 @@ TorchScript, argument errors, Padder and Visualizer.
 
 The reference below loops over heads and builds every attention matrix densely (keys, the
 visibility of each (query, key) pair, softmax), from the modules' own parameters; only the chunk
-geometry of causal compression (a design choice, seqops.nn.linformer_projection.causal_chunks)
+geometry of causal compression (a design choice, seqops.nn.linformer.projection.causal_chunks)
 is shared with the implementation. The leak tests check causality without it.
 """
 import importlib.util
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from seqops.nn import (LinearAttentionHead, Linformer, LinformerEncDec, LinformerLM, MHAttention, Padder,
                        Visualizer, get_EF, load_linformer_pytorch)
-from seqops.nn.linformer_projection import causal_chunks
+from seqops.nn.linformer.projection import causal_chunks
 
 F64 = torch.float64
 N, D, H, K = 12, 8, 2, 4  # input_size, channels, heads, dim_k

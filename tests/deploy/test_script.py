@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from deployment import seeded_inputs
-from public_modules import CASES, flat_outputs
+from support.deployment import seeded_inputs
+from support.public_modules import CASES, flat_outputs
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CPP_LOADER = Path(os.environ.get("SEQOPS_CPP_BUILD", REPO / "cmake-build")) / "seqops_load_scripted"
 
 # Run by a fresh interpreter: loads every saved model and reports PASS / FAIL per model.

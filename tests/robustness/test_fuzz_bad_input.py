@@ -5,11 +5,10 @@ argument of the call, or in a result that agrees with seqops.reference; never a 
 silent garbage. The count of cases run is printed (pytest -s) and checked."""
 from typing import Dict, Iterator, Tuple
 
-import pytest
 import torch
 from torch import Tensor
 
-from op_cases import CASES, RNG_ARGS, Sizes, as_float64
+from support.op_cases import CASES, RNG_ARGS, Sizes, as_float64
 
 BASE = Sizes(batch=2, length=6, length_q=5, dim=4, heads=2)
 ERRORS = (RuntimeError, ValueError, TypeError, IndexError)

@@ -6,8 +6,8 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from conftest import assert_low_precision_close
-from op_cases import CASES, Sizes, as_float64, input_grads, with_grads
+from support import assert_low_precision_close
+from support.op_cases import CASES, Sizes, as_float64, input_grads, with_grads
 
 SIZES = st.builds(Sizes, batch=st.integers(1, 3), length=st.integers(1, 40), length_q=st.integers(1, 40),
                   dim=st.integers(1, 20), heads=st.integers(1, 3), masked=st.booleans(),

@@ -6,8 +6,8 @@ float32 inputs in their dtype."""
 import pytest
 import torch
 
-from conftest import HAS_CUDA
-from op_cases import CASES, RNG_ARGS, Sizes, input_grads, with_grads
+from support import HAS_CUDA
+from support.op_cases import CASES, RNG_ARGS, Sizes, input_grads, with_grads
 
 KEEP_DTYPE = {"masked_pool_mean", "masked_pool_max", "masked_pool_sum", "compress_mean", "compress_max", "dropout"}
 CONTEXTS = [("cpu", torch.bfloat16)] + [

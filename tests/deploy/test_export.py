@@ -8,9 +8,8 @@ import warnings
 import pytest
 import torch
 
-from deployment import length_dims, seeded_inputs
-from public_modules import CASES, MAX_LEN, flat_outputs
-from test_deploy_compile import INDUCTOR_DEFAULT
+from support.deployment import INDUCTOR_DEFAULT, length_dims, seeded_inputs
+from support.public_modules import CASES, MAX_LEN, flat_outputs
 
 RUN_LENGTHS = (9, 11, MAX_LEN)
 

@@ -7,11 +7,8 @@ by default and the whole catalog with --run-slow."""
 import pytest
 import torch
 
-from deployment import LENGTHS, assert_same, outputs_and_grads, seeded_inputs
-from public_modules import CASES
-
-INDUCTOR_DEFAULT = ("SeqPool", "MHA+T5", "Linformer", "CompressiveTransformerLayer")
-
+from support.deployment import INDUCTOR_DEFAULT, LENGTHS, assert_same, outputs_and_grads, seeded_inputs
+from support.public_modules import CASES
 
 def check_compiled(name: str, backend: str) -> None:
     torch._dynamo.reset()

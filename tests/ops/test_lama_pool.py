@@ -1,7 +1,7 @@
 """lama_pool: forward and gradients against the float64 reference, edge cases, opcheck, errors."""
 import pytest
 import torch
-from conftest import DEVICES, LOW_PRECISION_CASES, check_low_precision, noncontiguous, random_mask
+from support import DEVICES, LOW_PRECISION_CASES, check_low_precision, noncontiguous, random_mask
 
 import seqops
 from seqops import reference

@@ -2,7 +2,7 @@
 and gradients match the float64 reference, opcheck, reproducibility, bad inputs."""
 import pytest
 import torch
-from conftest import DEVICES, LOW_PRECISION_CASES, noncontiguous
+from support import DEVICES, LOW_PRECISION_CASES, noncontiguous
 
 import seqops
 from seqops import reference

@@ -7,8 +7,7 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
-from conftest import DEVICES, LOW_PRECISION_CASES, check_low_precision, random_mask
+from support import DEVICES, LOW_PRECISION_CASES, check_low_precision, random_mask
 
 import seqops
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import seqops
-from op_cases import CASES, Sizes, as_float64, input_grads, with_grads
+from support.op_cases import CASES, Sizes, as_float64, input_grads, with_grads
 from seqops import reference
 
 

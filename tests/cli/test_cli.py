@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from seqops.cli import main as cli
+from seqops.cli import commands as cli
 from seqops.bench import FAMILIES, FAMILY_OF_OP, plots
 from seqops.ops import OP_NAMES
 

@@ -5,7 +5,7 @@ import threading
 import pytest
 import torch
 
-from op_cases import CASES, Sizes, input_grads, with_grads
+from support.op_cases import CASES, Sizes, input_grads, with_grads
 from test_determinism import forward_backward
 
 

@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import DEVICES
+from support import DEVICES
 
 from seqops import reference
 from seqops.nn import (AttentionReconstructionLoss, CompressiveFeedForward, CompressiveMemory,

@@ -6,7 +6,7 @@ from seqops import reference as ref
 from seqops.ops import attention, attention_with_lse
 from seqops.ops_dropout import dropout_rng
 
-from conftest import DEVICES, LOW_PRECISION_CASES, check_low_precision, noncontiguous, random_mask
+from support import DEVICES, LOW_PRECISION_CASES, check_low_precision, noncontiguous, random_mask
 
 POLICIES = ["none", "bias", "bias_broadcast", "t5", "t5_causal_table", "alibi", "rel_keys", "rel_keys_partial"]
 

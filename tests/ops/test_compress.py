@@ -2,7 +2,7 @@
 policy, gradients, opcheck, low precision, strides, autocast and errors."""
 import pytest
 import torch
-from conftest import DEVICES, LOW_PRECISION_CASES, check_low_precision, noncontiguous
+from support import DEVICES, LOW_PRECISION_CASES, check_low_precision, noncontiguous
 
 import seqops
 from seqops import reference

@@ -5,9 +5,11 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from public_modules import MAX_LEN, ModuleCase, flat_outputs
+from .public_modules import MAX_LEN, ModuleCase, flat_outputs
 
 LENGTHS = (9, 13, 17)  # the first traces, the others must reuse the graph
+# The modules compiled with Inductor (and AOTInductor) in the default suite; the others are slow tests.
+INDUCTOR_DEFAULT = ("SeqPool", "MHA+T5", "Linformer", "CompressiveTransformerLayer")
 
 
 def seeded_inputs(case: ModuleCase, L: int) -> Tuple:
