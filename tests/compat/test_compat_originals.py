@@ -78,6 +78,15 @@ def test_linformer_original_causal_leaks_ours_does_not():
     close(ours(a)[0, :20], ours(b)[0, :20], 1e-6)                 # seqops': positions < 20 do not
 
 
+def test_linformer_original_causal_convolution_crashes():
+    original = pytest.importorskip("linformer_pytorch")
+    kwargs = dict(input_size=10, channels=8, dim_k=4, nhead=2, dim_ff=12, depth=2, method="convolution",
+                  parameter_sharing="none", causal=True)
+    with pytest.raises(RuntimeError, match="must match the size"):   # 5 windows vs its (10, 4) mask
+        original.Linformer(**kwargs).eval()(torch.randn(2, 10, 8))
+    assert linformer_pytorch.Linformer(**kwargs).eval()(torch.randn(2, 10, 8)).shape == (2, 10, 8)
+
+
 # ----------------------------------------------------------------------------- positional-embeddings-pytorch
 
 def test_positional_t5_loads_original_weights_and_fixes_max_distance():

@@ -59,3 +59,19 @@ def test_labml_attention_keeps_no_probabilities():
     x = torch.randn(1, 5, 8)
     attn(x, x, x, None, True)
     assert not hasattr(attn, "attn")
+
+
+def test_linformer_causal_convolution_with_inexact_kernel():
+    # input_size 10, dim_k 4: kernel 10 // 4 = 2 gives 5 windows != dim_k. The original's (n, k)
+    # causal mask then mismatched the scores (crash); here it runs and stays causal.
+    model = linformer_pytorch.Linformer(input_size=10, channels=8, dim_k=4, nhead=2, dim_ff=12, depth=2,
+                                        method="convolution", parameter_sharing="none", causal=True,
+                                        dtype=F64).eval()
+    x = torch.randn(2, 10, 8, dtype=F64)
+    out = model(x)
+    assert out.shape == (2, 10, 8)
+    for p in (0, 3, 6, 8):
+        y = x.clone()
+        y[:, p + 1:] += torch.randn_like(y[:, p + 1:])          # change only the future of position p
+        torch.testing.assert_close(model(y)[:, :p + 1], out[:, :p + 1], rtol=1e-10, atol=1e-10)
+        assert not torch.allclose(model(y)[:, p + 1:], out[:, p + 1:])
