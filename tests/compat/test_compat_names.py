@@ -98,7 +98,8 @@ def import_labml_compressive():
 
 def test_against_installed_labml_compressive():
     original = import_labml_compressive()
-    defined = {n for n in public_names(original) if getattr(getattr(original, n), "__module__", "") == original.__name__}
+    defined = {n for n in public_names(original)
+               if getattr(getattr(original, n), "__module__", "") == original.__name__}
     assert defined == {"Conv1dCompression", "CompressiveTransformerLayer", "CompressiveTransformer",
                        "AttentionReconstructionLoss"}
     imported = public_names(original) - defined
