@@ -62,10 +62,8 @@ class CVTSeqPool(nn.Module):
 
 
 class MeanSeqPool(nn.Module):
-    """Masked mean over the *sequence*: (B, L, D) -> (B, D).
-
-    Fix: the original averaged over the last (embedding) axis and returned (B, L).
-    """
+    """Masked mean over the *sequence*: (B, L, D) -> (B, D); a row with nothing kept gives zeros.
+    (How this differs from the `seqpool` package: docs/compat.md.)"""
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
         if x.dim() != 3:
@@ -101,10 +99,10 @@ class LAMA(nn.Module):
     Same parameters as the original (``_p``, ``_q`` of shape (input_dim, num_heads)), so its
     state_dict loads. ``forward(inputs, mask=None)`` -> weights (B, num_heads, L).
 
-    Fixes over the original: gradients work (its in-place normalization broke every
-    backward); the L2 normalization over heads has an epsilon (an all-zero column gave NaN);
-    rows with nothing kept give zero weights instead of a uniform distribution over padding;
-    with ``normalize=False`` masked positions get weight 0. The mask must be bool.
+    The scores are L2-normalized over heads with ``eps`` (``a / max(||a||, eps)``), masked and,
+    with ``normalize``, softmaxed over the sequence; with ``normalize=False`` masked positions get
+    weight 0. A row with nothing kept gets zero weights. The mask must be bool. Differences
+    from the original: docs/compat.md.
     """
 
     def __init__(self, num_heads: int, input_dim: int, activation: Union[None, str, Callable] = torch.tanh,
@@ -160,8 +158,8 @@ class LAMAEncoder(nn.Module):
 class LAMAPooler(LAMA):
     """The README's LAMAPooler: the flattened structured embedding (B, num_heads * input_dim).
 
-    Fix: the historical class applied its softmax over the batch axis; this one pools each
-    sequence with LAMA's weights.
+    Each sequence is pooled with its own LAMA weights (docs/compat.md: the historical class's
+    softmax ran over the batch axis).
     """
 
     def __init__(self, num_heads: int, input_dim: int, activation: Union[None, str, Callable] = torch.tanh,

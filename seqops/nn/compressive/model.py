@@ -6,7 +6,8 @@ positions (RelativeMultiHeadAttention). A compressed slot counts as one position
 (the paper does not say otherwise). Pre-LayerNorm as labml (the paper is post-LN): memories are
 stored un-normalized and normalized with the layer's current norm_self_attn when used.
 
-Differences from labml_nn.transformers.compressive, all deliberate (tests/test_compressive.py):
+Differences from labml_nn.transformers.compressive, all deliberate (each with its test in
+docs/compat.md):
 - batch-first (B, L, d_model); a bool key-padding mask (B, Lc + Lm + Lq) (True = may attend)
   plus ``causal`` instead of labml's (Lq, Lk, B) mask;
 - CompressiveTransformer's layers are initialized independently: labml deep-copies one layer, so

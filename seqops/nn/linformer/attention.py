@@ -4,19 +4,16 @@ Layout: per-head tensors are (B, L, H, d) (a fused Linear's output unflattened),
 projects every head, E/F act on all heads as one (shared projection) or a batched (per-head)
 GEMM, and the softmax over the compressed keys runs through ``seqops.ops.attention``.
 
-Fixes over linformer-pytorch (tests in tests/test_linformer.py):
+Behaviour (how it differs from linformer-pytorch, with the pinning tests: docs/compat.md):
 
-- **True causality.** causal=True uses the chunked causal projection of
-  ``projection.causal_chunks``: compressed row r only reads its own chunk, and a query
-  sees the rows of finished chunks plus the exact causal keys of its own chunk. The original's
-  (n, k) mask hid compressed columns, but every column mixed all n positions: the future leaked.
-  Full attention with causal=True is exact causal attention in the fused kernel.
-- **Real masks.** Masked positions are zeroed *before* E/F (so they contribute to no compressed
-  row), excluded as keys in full attention and in the causal local chunk, and compressed rows that
-  read no kept position (convolution windows or causal chunks made only of padding) are not
-  attended. The original zeroed rows of the already-projected K/V (which still produced keys
-  through E's bias) and "masked" queries by zeroing them.
-- Heads are fused (the original looped over H per-head Linear modules).
+- **Causal.** causal=True uses the chunked causal projection of ``projection.causal_chunks``:
+  compressed row r only reads its own chunk, and a query sees the rows of finished chunks plus
+  the exact causal keys of its own chunk. Full attention with causal=True is exact causal
+  attention in the fused kernel.
+- **Masks.** Masked positions are zeroed *before* E/F (so they contribute to no compressed row),
+  excluded as keys in full attention and in the causal local chunk, and compressed rows that read
+  no kept position (convolution windows or causal chunks made only of padding) are not attended.
+- Heads are fused: one Linear projects every head.
 - For a projection shared by all heads (headwise, kv, layerwise sharing; learnable or no_params)
   and no causality, E is applied to the input before the key/value Linear:
   E (x W^T) + b = (E x) W^T + b, which is R * L * D + R * D * 2Hd multiply-adds instead of

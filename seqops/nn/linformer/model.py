@@ -11,25 +11,14 @@ sequence's positions as keys; ``embeddings`` (B, M, D) the encoder output a deco
 cross-attends to; ``embeddings_mask`` bool (B, M) masks it; ``visualize`` keeps every head's
 attention probabilities in its ``heads.P_bar``.
 
-Fixes over linformer-pytorch (each tested in tests/test_linformer.py):
-
-- causal=True is truly causal (chunked causal projection, see projection.causal_chunks);
-  in decoder_mode the *self*-attention is causal (the original left it unmasked) and the
-  cross-attention sees the whole encoder output (the original put its leaky (n, k) mask there).
-- k_reduce_by_layer works in every sharing mode: with layerwise sharing, layer i uses the first
-  k_i rows of the one shared E (the original silently ignored it), and causal works with it and
-  with convolution (the original crashed on shape mismatches). The one impossible combination,
-  one Conv1d shared by layers of different kernels (convolution + layerwise + reduction), raises.
-- Masks are real attention masks (see attention.py); ``input_mask`` masks the input's keys,
-  ``embeddings_mask`` the encoder output's keys (the original zeroed queries with it).
-- Inputs shorter than input_size are accepted directly (E/F columns sliced); the Padder returns
-  its mask and passes it on.
-- no_params projections are buffers; a layerwise-shared projection is stored once (``E.*`` of the
-  Linformer; the original listed it under every head of every layer).
-- Checkpoint levels C1 (every residual block) and C2 (C1 + the fused heads) are non-reentrant and
-  work with masks, embeddings and visualize (the original refused any keyword argument).
-- PositionalEmbedding accepts odd widths (the original produced width + 1 columns).
-- ff_intermediate with layerwise sharing is allowed (the head width, hence E/F, does not change).
+Behaviour: ``causal=True`` is causal through the E/F projections too (projection.causal_chunks);
+in decoder_mode the self-attention is causal and the cross-attention sees the whole encoder
+output. ``k_reduce_by_layer`` works in every sharing mode (layer i uses the first k_i rows of a
+shared E), except one shared Conv1d for layers of different kernels, which raises. Masks exclude
+keys before the projection. Inputs shorter than input_size are accepted (E/F columns sliced).
+A layerwise-shared projection is stored once (``E.*``). Checkpoint levels C1 (every residual
+block) and C2 (C1 + the fused heads) are non-reentrant and work with every keyword argument.
+How each point differs from linformer-pytorch, and the test that pins it: docs/compat.md.
 """
 from typing import Optional
 

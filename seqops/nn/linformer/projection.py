@@ -17,11 +17,10 @@ Methods (the original's ``get_EF``):
   padded-and-masked version), and as in the original the input_size % kernel positions past the
   last full window reach no compressed row (a causal model still sees them as local keys).
 - ``no_params``: a fixed weight (heads, dim_k, input_size) ~ N(0, std = 1 / dim_k), no bias,
-  registered as a **buffer**: saved in the state_dict and moved by ``.to()`` (fix: the original
-  kept a plain tensor attribute, re-drawn at every construction and absent from the state_dict).
+  registered as a **buffer**: saved in the state_dict and moved by ``.to()``.
 
-Causal compression (fix: the original's (n, k) mask let every compressed row mix future
-positions): see ``causal_chunks``.
+Causal compression (no compressed row mixes future positions): see ``causal_chunks``. How these
+differ from linformer-pytorch: docs/compat.md.
 """
 import math
 from typing import Optional, Tuple

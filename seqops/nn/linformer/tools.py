@@ -1,13 +1,11 @@
-"""linformer-pytorch's ``Padder`` and ``Visualizer``, fixed.
+"""linformer-pytorch's ``Padder`` and ``Visualizer`` (differences from the original: docs/compat.md).
 
-- Padder pads to ``net.input_size`` *and masks the padding* (the original passed no mask, so the
-  zeros took part in every E/F projection), keeps the input's dtype (the original made a float32
-  buffer for Linformer inputs), and exposes ``pad`` (returns the padded input and its mask).
-  Since seqops' Linformer accepts short inputs directly, the Padder is optional: both give the
-  same outputs.
-- Visualizer works for Linformer, LinformerLM and MHAttention (the original's MHAttention branch
-  read attributes MHAttention did not have), draws self- and cross-attention rows, and writes a
-  PNG without a display when show=False. matplotlib is optional: a one-line ImportError says so.
+- Padder pads to ``net.input_size`` *and masks the padding*, keeps the input's dtype, and exposes
+  ``pad`` (returns the padded input and its mask). Since seqops' Linformer accepts short inputs
+  directly, the Padder is optional: both give the same outputs.
+- Visualizer works for Linformer, LinformerLM and MHAttention, draws self- and cross-attention
+  rows, and writes a PNG without a display when show=False. matplotlib is optional: a one-line
+  ImportError says so.
 """
 from typing import List, Optional, Tuple, Union
 

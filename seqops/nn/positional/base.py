@@ -1,4 +1,4 @@
-"""Positional embeddings with the API of positional-embeddings-pytorch (whatever60), fixed.
+"""Positional embeddings with the API of positional-embeddings-pytorch (whatever60).
 
 Every module has the original two methods plus a fused one:
 
@@ -22,20 +22,9 @@ cost of one host sync to check them; any other positions fall back to a material
 (B, H, Lq, Lk) bias through the op's ``bias`` policy (correct, but n^2 memory). Passing None
 keeps the fused path sync-free (and torch.compile-friendly).
 
-Fixes over the original (each has a test in tests/test_positional.py):
-
-- The base class accepts both ``max_length`` and ``max_pos`` (the original renamed the base's
-  kwarg to max_pos while every subclass still passed max_length: TypeError on construction for
-  six of the seven classes); ``dropout_p=None`` means no dropout (it crashed TXL, TUPE and
-  Enformer, whose code calls the dropout unconditionally).
-- Sinusoidal: ``padding_idx=None`` is allowed; the embedding is computed from the position
-  *values* (the original regrew its table from the sequence length, so a position past the
-  table raised IndexError); embed_dim 2 or 3 no longer divides by zero (half_dim - 1 = 0 in the
-  frequency step, clamped to 1).
-- Learned: attribute delegation to the wrapped ``nn.Embedding`` no longer recurses (its
-  ``__getattr__`` read ``self.emb`` through itself: RecursionError at construction).
-- T5 and TUPE: see buckets.py; Transformer-XL and Enformer: see
-  relative.py.
+Every class accepts both ``max_length`` and ``max_pos``; ``dropout_p=None`` means no
+dropout. How each class differs from positional-embeddings-pytorch, with the pinning tests:
+docs/compat.md.
 """
 from typing import List, Optional, Tuple
 

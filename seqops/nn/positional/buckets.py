@@ -1,13 +1,9 @@
 """Bucketed relative positions: T5 and TUPE (API and conventions in base.py).
 
-Fixes over the original (tests in tests/test_positional.py):
-
-- T5: the constructor's ``max_distance`` is honoured (``compute_bias`` always used 128).
-  ``bidirectional`` (fixed True in the original) is a keyword argument.
-- TUPE: the relative buckets use the constructor's ``max_distance`` (the original bucketed with
-  max_distance = max_length and ignored max_distance); the bucket table is computed per call
-  instead of stored as an int64 nn.Parameter (original state_dicts still load: the key is
-  dropped); ``has_cls_token=True`` raises NotImplementedError with a message (was an assert).
+T5 honours the constructor's ``max_distance`` and takes ``bidirectional`` as a keyword; TUPE
+buckets with ``max_distance`` and computes its bucket table per call (an original state_dict's
+stored table is dropped on load); ``has_cls_token=True`` raises NotImplementedError. Differences
+from the original: docs/compat.md.
 
 T5 buckets compute their logarithm in float64 (as the fused kernel does); the T5 codebases use
 float32, and the two can differ only where float32 rounding crosses a bucket edge.
@@ -37,7 +33,7 @@ class T5PositionalEmbedding(PositionalEmbedding):
     ``attend`` uses the op's T5 policy (the table scaled by ``scale``, so the positional term is
     scaled like the rest of forward_attn, as in the original convention; pass scale=1.0 for
     T5's own unscaled attention) with query_offset = the positions' offset; other positions fall
-    back to a materialized bias. Fix: max_distance is honoured (was always 128).
+    back to a materialized bias. ``max_distance`` is the constructor's.
     """
 
     def __init__(self, *, num_heads: int, num_buckets: int = 32, max_distance: int = 128,
@@ -95,7 +91,7 @@ class UnifiedPositionalEmbedding(PositionalEmbedding):
     product, for any positions) and adds the buckets through the op's T5 policy; for positions
     that are not shifted aranges the buckets come as a materialized bias, and in training with
     positional dropout > 0 the whole positional part does (dropout acts on the (Lq, Lk) bias).
-    Fixes: buckets use max_distance (not max_length); dropout_p=None works.
+    Buckets use max_distance; dropout_p=None means no dropout.
     """
 
     _legacy_state_keys = ("rel_pos_embed_bucket",)

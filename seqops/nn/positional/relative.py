@@ -6,23 +6,18 @@ Enformer); ``attend`` passes R, u and v to the op's relative-keys policy (one ro
 the call can see, the positions' offset folded into R's rows), so no (Lq, Lk) tensor is built.
 Positions that are not shifted aranges fall back to a materialized bias (op's ``bias`` policy).
 
-Fixes over the original (tests in tests/test_positional.py):
+- Transformer-XL: the relative shift acts on the (query, key) axes of each (batch, head). The
+  distance is computed from positions (query minus key; with positions=None the queries are the
+  last Lq keys, as with Transformer-XL memory), and keys after the query (non-causal use) get
+  the sinusoid of the negative distance (XLNet's bidirectional extension). ``r_w_bias`` and
+  ``r_r_bias`` start at N(0, 0.02) (Transformer-XL's init); an odd embed_dim drops the last
+  cosine column.
+- Enformer: the module returns (B, H, Lq, Lk) logits; the relative keys are
+  R[p] = pos_embed(features(p)).view(H, Dh) for the relative distance p = key - query; any
+  H*Dh >= 12 constructs (pos_embed's input width is the actual feature width); the feature
+  basis is computed once per length and cached.
 
-- Transformer-XL: the relative shift acts on the (query, key) axes of each (batch, head) -- the
-  original applied the (qlen, klen, B, H) routine to (B, H, Lq, Lk): no shift at all for B = 1,
-  batches and heads mixed for B > 1. The distance is computed from positions (query minus key;
-  with positions=None the queries are the last Lq keys, as with Transformer-XL memory), and
-  keys after the query (non-causal use) get the sinusoid of the negative distance (XLNet's
-  bidirectional extension) instead of the garbage the shift produced there. ``r_w_bias`` and
-  ``r_r_bias`` are initialized (N(0, 0.02), Transformer-XL's init) instead of left as raw
-  memory; an odd embed_dim drops the last cosine column instead of failing in r_net.
-- Enformer: the module returns (B, H, Lq, Lk) logits (the original's einsums without output
-  spec summed over batch, heads and features and returned (Lk, Lq)); the relative keys are
-  R[p] = pos_embed(features(p)).view(H, Dh) for the relative distance p = key - query (the
-  original fed key *indices* and reshaped (Lk, H*Dh) to (B, H, Lk, Dh) across positions and
-  heads); any H*Dh >= 12 constructs (pos_embed's input width is the actual feature width, which
-  equals H*Dh, and so the original's state_dict layout, only for H*Dh in {16, 30, 40, 54, 64, ...});
-  the feature basis is computed once per length and cached.
+How both differ from positional-embeddings-pytorch, with the pinning tests: docs/compat.md.
 """
 import math
 from typing import Dict, Optional, Tuple
