@@ -119,8 +119,11 @@ def attention_logits(q: Tensor, k: Tensor, scale: Optional[float] = None,
         idx = idx.clamp(0, rel_keys.shape[0] - 1)            # rows outside R are never visible
         qc = q if content_bias is None else q + content_bias[None, :, None, :]
         qp = q if position_bias is None else q + position_bias[None, :, None, :]
-        R = rel_keys.to(q.dtype)[idx]                        # (Lq, Lk, H, d)
-        logits = qc @ k.transpose(-1, -2) + torch.einsum("bhid,ijhd->bhij", qp, R)
+        # qp . R[idx[i, j]]: every row of R against every query, then each pair's row picked
+        # (the same sums as gathering R per pair, without an (Lq, Lk, H, d) table).
+        G = torch.einsum("bhid,nhd->bhin", qp, rel_keys.to(q.dtype))   # (B, H, Lq, L_rel)
+        positional = G.gather(-1, idx.expand(B, Hq, Lq, Lk))
+        logits = qc @ k.transpose(-1, -2) + positional
         if rel_scores is not None:
             logits = logits + rel_scores.to(q.dtype)[idx].permute(2, 0, 1)[None]
         return scale * logits
