@@ -22,16 +22,29 @@ def _masked_softmax(logits: Tensor, keep: Optional[Tensor]) -> Tensor:
     return torch.where(any_kept, torch.softmax(logits.masked_fill(~any_kept, 0.0), dim=-1), 0.0)
 
 
-def seq_pool(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
-             mask: Optional[Tensor] = None) -> Tensor:
+def _seq_pool_logits(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
     if weight.dim() == 2:
         logits = torch.einsum("bld,hd->bhl", x, weight)
     else:
         logits = torch.einsum("bld,bhd->bhl", x, weight)
-    if bias is not None:
-        logits = logits + bias.unsqueeze(-1)
+    return logits if bias is None else logits + bias.unsqueeze(-1)
+
+
+def seq_pool(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
+             mask: Optional[Tensor] = None) -> Tensor:
+    logits = _seq_pool_logits(x, weight, bias)
     p = _masked_softmax(logits, None if mask is None else mask[:, None, :])
     return torch.einsum("bhl,bld->bhd", p, x)
+
+
+def seq_pool_lse(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
+                 mask: Optional[Tensor] = None) -> Tensor:
+    """(B, H) log-sum-exp of seq_pool's kept logits (the op's second output); -inf where a row
+    keeps nothing."""
+    logits = _seq_pool_logits(x, weight, bias)
+    if mask is not None:
+        logits = logits.masked_fill(~mask[:, None, :], float("-inf"))
+    return torch.logsumexp(logits, dim=-1)
 
 
 _ACTIVATIONS = {"identity": lambda z: z, "tanh": torch.tanh, "relu": torch.relu,
