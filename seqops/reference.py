@@ -22,16 +22,29 @@ def _masked_softmax(logits: Tensor, keep: Optional[Tensor]) -> Tensor:
     return torch.where(any_kept, torch.softmax(logits.masked_fill(~any_kept, 0.0), dim=-1), 0.0)
 
 
-def seq_pool(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
-             mask: Optional[Tensor] = None) -> Tensor:
+def _seq_pool_logits(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
     if weight.dim() == 2:
         logits = torch.einsum("bld,hd->bhl", x, weight)
     else:
         logits = torch.einsum("bld,bhd->bhl", x, weight)
-    if bias is not None:
-        logits = logits + bias.unsqueeze(-1)
+    return logits if bias is None else logits + bias.unsqueeze(-1)
+
+
+def seq_pool(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
+             mask: Optional[Tensor] = None) -> Tensor:
+    logits = _seq_pool_logits(x, weight, bias)
     p = _masked_softmax(logits, None if mask is None else mask[:, None, :])
     return torch.einsum("bhl,bld->bhd", p, x)
+
+
+def seq_pool_lse(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
+                 mask: Optional[Tensor] = None) -> Tensor:
+    """(B, H) log-sum-exp of seq_pool's kept logits (the op's second output); -inf where a row
+    keeps nothing."""
+    logits = _seq_pool_logits(x, weight, bias)
+    if mask is not None:
+        logits = logits.masked_fill(~mask[:, None, :], float("-inf"))
+    return torch.logsumexp(logits, dim=-1)
 
 
 _ACTIVATIONS = {"identity": lambda z: z, "tanh": torch.tanh, "relu": torch.relu,
@@ -119,8 +132,11 @@ def attention_logits(q: Tensor, k: Tensor, scale: Optional[float] = None,
         idx = idx.clamp(0, rel_keys.shape[0] - 1)            # rows outside R are never visible
         qc = q if content_bias is None else q + content_bias[None, :, None, :]
         qp = q if position_bias is None else q + position_bias[None, :, None, :]
-        R = rel_keys.to(q.dtype)[idx]                        # (Lq, Lk, H, d)
-        logits = qc @ k.transpose(-1, -2) + torch.einsum("bhid,ijhd->bhij", qp, R)
+        # qp . R[idx[i, j]]: every row of R against every query, then each pair's row picked
+        # (the same sums as gathering R per pair, without an (Lq, Lk, H, d) table).
+        G = torch.einsum("bhid,nhd->bhin", qp, rel_keys.to(q.dtype))   # (B, H, Lq, L_rel)
+        positional = G.gather(-1, idx.expand(B, Hq, Lq, Lk))
+        logits = qc @ k.transpose(-1, -2) + positional
         if rel_scores is not None:
             logits = logits + rel_scores.to(q.dtype)[idx].permute(2, 0, 1)[None]
         return scale * logits

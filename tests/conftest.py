@@ -2,8 +2,21 @@ import os
 
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
 
+import support
 from support import SEED
+
+# The property tests' hypothesis settings (tests/robustness/test_properties.py): 60 examples per
+# op and device in the default suite, 1000 when the slow tests run.
+settings.register_profile("seqops-properties", max_examples=60, deadline=None, derandomize=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("seqops-properties-slow", parent=settings.get_profile("seqops-properties"),
+                          max_examples=1000)
+
+
+def run_slow(config) -> bool:
+    return config.getoption("--run-slow") or os.environ.get("SEQOPS_RUN_SLOW") == "1"
 
 
 def pytest_addoption(parser):
@@ -11,8 +24,12 @@ def pytest_addoption(parser):
                      help="also run the tests marked slow (also: SEQOPS_RUN_SLOW=1)")
 
 
+def pytest_configure(config):
+    support.RUN_SLOW = run_slow(config)
+
+
 def pytest_collection_modifyitems(config, items):
-    if config.getoption("--run-slow") or os.environ.get("SEQOPS_RUN_SLOW") == "1":
+    if run_slow(config):
         return
     skip = pytest.mark.skip(reason="slow: run with --run-slow or SEQOPS_RUN_SLOW=1")
     for item in items:

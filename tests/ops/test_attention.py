@@ -41,26 +41,54 @@ def make_qkv(B, Hq, Hk, Lq, Lk, d, dv, dtype=torch.float64, device="cpu"):
             torch.randn(B, Hk, Lk, dv, dtype=dtype, device=device))
 
 
-def check_against_reference(q, k, v, mask, causal, score, atol, rtol=0.0):
-    """Outputs, lse and every gradient (q, k, v, score tensors) vs the float64 reference."""
+# The 2x rule's floor for float32, in units of eps32 x max(1, |exact|): the kernel's errors exceed
+# twice the float32 eager reference's by at most 5.4 of them on the shapes below (the gradients
+# of score parameters, sums over every (query, key) pair, are where they do).
+FLOAT32_FLOOR_EPS = 16
+
+
+def assert_close_to_exact(name, got, exact, eager, atol, rtol):
+    """got vs the float64 exact value: within atol / rtol when atol is given, else (float32) by the
+    2x rule: error <= 2 x the float32 eager reference's error + FLOAT32_FLOOR_EPS ulps of the
+    magnitude."""
+    if atol is not None:
+        torch.testing.assert_close(got.double(), exact, atol=atol, rtol=rtol, msg=lambda m: f"{name}: {m}")
+        return
+    floor = FLOAT32_FLOOR_EPS * torch.finfo(torch.float32).eps * max(1.0, exact.abs().max().item())
+    k_err = (got.double() - exact).abs().max().item()
+    e_err = (eager.double() - exact).abs().max().item()
+    assert k_err <= 2 * e_err + floor, \
+        f"{name}: kernel error {k_err:.3e} > 2 x float32 eager error {e_err:.3e} + floor {floor:.2e}"
+
+
+def check_against_reference(q, k, v, mask, causal, score, atol=None, rtol=0.0):
+    """Outputs, lse and every gradient (q, k, v, score tensors) vs the float64 reference: within
+    atol / rtol, or (atol None, float32 inputs) by the 2x rule against the reference run in
+    float32."""
     names = ["q", "k", "v"] + [n for n, t in score.items() if isinstance(t, torch.Tensor)]
     inputs = [q, k, v] + [score[n] for n in names[3:]]
+    assert atol is not None or q.dtype == torch.float32, "the 2x rule is for float32 inputs"
     leaves = [t.detach().clone().requires_grad_(True) for t in inputs]
     exact = [t.detach().double().requires_grad_(True) for t in inputs]
+    eager = [t.detach().clone().requires_grad_(True) for t in inputs]
     kw = lambda ts: {**score, **dict(zip(names[3:], ts[3:]))}  # noqa: E731
     out, lse = attention_with_lse(*leaves[:3], mask, causal, **kw(leaves))
     ref_out, ref_lse = ref.attention(*exact[:3], mask, causal, **kw(exact))
-    torch.testing.assert_close(out.double(), ref_out, atol=atol, rtol=rtol)
+    eager_out, eager_lse = ref.attention(*eager[:3], mask, causal, **kw(eager)) if atol is None else (None, None)
+    assert_close_to_exact("out", out, ref_out, eager_out, atol, rtol)
     finite = ref_lse.isfinite()
     assert torch.equal(lse.isfinite(), finite)
-    torch.testing.assert_close(lse.double()[finite], ref_lse[finite], atol=atol, rtol=rtol)
+    assert torch.equal(lse[~finite].double(), ref_lse[~finite]), "lse must be -inf where nothing is visible"
+    assert_close_to_exact("lse", lse[finite], ref_lse[finite], None if atol is not None else eager_lse[finite],
+                          atol, rtol)
     grad = torch.randn_like(ref_out)
     got = torch.autograd.grad(out, leaves, grad.to(out.dtype))
     want = torch.autograd.grad(ref_out, exact, grad)
-    for name, g, w in zip(names, got, want):
+    eager_grads = torch.autograd.grad(eager_out, eager, grad.to(eager_out.dtype)) if atol is None else want
+    for name, g, w, e in zip(names, got, want, eager_grads):
         assert g.shape == w.shape and g.dtype == leaves[names.index(name)].dtype, name
-        torch.testing.assert_close(g.double(), w, atol=atol * max(1.0, w.abs().max().item()), rtol=rtol,
-                                   msg=lambda m: f"grad of {name}: {m}")
+        assert_close_to_exact(f"grad of {name}", g, w, e, None if atol is None else atol * max(1.0, w.abs().max().item()),
+                              rtol)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -74,8 +102,7 @@ def test_policies_float64(device, policy, causal, masked):
     check_against_reference(q, k, v, mask, causal, score_args(policy, Hq, Lq, Lk, d, B, device=device), atol=1e-10)
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("shape", [
+SHAPES = [
     # B, Hq, Hk, Lq, Lk, d, dv
     (1, 1, 1, 1, 1, 16, 16),
     (1, 3, 3, 1, 97, 64, 64),       # decoding: one query
@@ -84,13 +111,30 @@ def test_policies_float64(device, policy, causal, masked):
     (1, 2, 1, 300, 257, 16, 16),    # Lq > Lk
     (1, 1, 1, 1100, 9, 16, 16),     # few keys: query blocks grow up to 512 (three of 368)
     (1, 1, 1, 40, 1600, 16, 16),    # keys in three balanced tiles of 544
-])
+]
+MULTI_TILE = [s for s in SHAPES if max(s[3], s[4]) > 1000]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("policy", ["none", "bias", "t5", "rel_keys"])
 def test_shapes_float32(device, shape, policy):
     B, Hq, Hk, Lq, Lk, d, dv = shape
     q, k, v = make_qkv(B, Hq, Hk, Lq, Lk, d, dv, torch.float32, device)
     score = score_args(policy, Hq, Lq, Lk, d, B, torch.float32, device)
-    check_against_reference(q, k, v, None, Lq <= Lk, score, atol=2e-4, rtol=2e-4)
+    check_against_reference(q, k, v, None, Lq <= Lk, score)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", MULTI_TILE)
+@pytest.mark.parametrize("policy", ["none", "t5", "alibi", "rel_keys"])
+def test_multi_tile_shapes_float64(device, shape, policy):
+    """The multi-tile paths to float64 precision, with a key-padding mask."""
+    B, Hq, Hk, Lq, Lk, d, dv = shape
+    q, k, v = make_qkv(B, Hq, Hk, Lq, Lk, d, dv, torch.float64, device)
+    score = score_args(policy, Hq, Lq, Lk, d, B, torch.float64, device)
+    check_against_reference(q, k, v, random_mask(B, Lk, device, fully_masked_row=False), Lq <= Lk, score,
+                            atol=1e-10)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -131,6 +175,82 @@ def test_scale_and_query_offset(device):
         check_against_reference(q, k, v, None, False, {**score, "scale": 0.3}, atol=1e-10)
 
 
+def offset_score_args(policy, H, Lq, Lk, d, offset, device, dtype=torch.float64):
+    """Score parameters whose relative positions follow query_offset. rel_keys covers every pair
+    (rel_zero = Lq - 1 + offset); rel_keys_tight has exactly the rows a causal call may read, r up
+    to min(r_max, (Lk - Lq) - offset)."""
+    r = lambda *s: torch.randn(*s, dtype=dtype, device=device)  # noqa: E731
+    if policy == "none":
+        return {"query_offset": offset}
+    if policy == "t5":
+        return {"t5_table": r(H, 16), "t5_max_distance": 20, "query_offset": offset}
+    if policy == "t5_causal_table":
+        return {"t5_table": r(H, 16), "t5_bidirectional": False, "t5_max_distance": 20, "query_offset": offset}
+    if policy == "alibi":
+        return {"alibi_slopes": torch.rand(H, dtype=dtype, device=device), "query_offset": offset}
+    r_min, r_max = -(Lq - 1) - offset, Lk - 1 - offset
+    if policy == "rel_keys_tight":
+        r_max = min(r_max, (Lk - Lq) - offset)
+    L_rel = max(r_max - r_min + 1, 1)
+    score = {"rel_keys": r(L_rel, H, d), "rel_scores": r(L_rel, H), "rel_zero": -r_min, "query_offset": offset}
+    if policy == "rel_keys":
+        score.update(content_bias=r(H, d), position_bias=r(H, d))
+    return score
+
+
+CAUSAL_OFFSET_SHAPES = [(2, 9, 20), (2, 12, 5)]  # (H, Lq, Lk): Lq < Lk, and Lq > Lk (rows 0..6 see nothing)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("H,Lq,Lk", CAUSAL_OFFSET_SHAPES)
+@pytest.mark.parametrize("policy", ["none", "t5", "t5_causal_table", "alibi", "rel_keys", "rel_keys_tight"])
+def test_causal_with_query_offset(device, H, Lq, Lk, policy):
+    """The contract (attention.h, AttentionArgs::causal_shift): causal visibility is j <= i + (Lk - Lq)
+    whatever query_offset is; query_offset moves only the relative positions the score terms see.
+    Offsets: 0, the default Lk - Lq, off by a few either way, and ones under which a causal limit
+    following the offset (j <= i + query_offset) would hide every key from every query (-Lk) or
+    show every key to every query (Lq + Lk). Forward, lse and every gradient vs float64."""
+    B, d = 2, 8
+    q, k, v = make_qkv(B, H, H, Lq, Lk, d, d, device=device)
+    mask = random_mask(B, Lk, device, fully_masked_row=False)
+    i = torch.arange(Lq, device=device)[:, None]
+    j = torch.arange(Lk, device=device)[None, :]
+    visible = (j <= i + (Lk - Lq)) & mask[:, None, None, :]        # (B, 1, Lq, Lk), offset-free
+    for offset in sorted({0, Lk - Lq, Lk - Lq + 3, Lk - Lq - 4, -Lk, Lq + Lk}):
+        score = offset_score_args(policy, H, Lq, Lk, d, offset, device)
+        check_against_reference(q, k, v, mask, True, score, atol=1e-10)
+        # Independently of the reference's mask: the causal op is the offset-aware logits
+        # softmaxed over exactly the offset-free visible keys.
+        tensors = {n: t for n, t in score.items() if isinstance(t, torch.Tensor)}
+        logits = ref.attention_logits(q, k, **score).masked_fill(~visible, float("-inf"))
+        want_lse = torch.logsumexp(logits, -1)
+        want = torch.nan_to_num(torch.softmax(logits, -1), nan=0.0) @ v
+        out, lse = attention_with_lse(q, k, v, mask, True, **{**score, **tensors})
+        torch.testing.assert_close(out, want, atol=1e-10, rtol=0, msg=lambda m: f"offset {offset}: {m}")
+        assert torch.equal(lse.isinf(), ~visible.any(-1).expand_as(lse)), f"offset {offset}: rows seeing nothing"
+        torch.testing.assert_close(lse[lse.isfinite()], want_lse[lse.isfinite()], atol=1e-10, rtol=0)
+    if policy == "none":  # no score term: the offset changes nothing at all
+        base = attention_with_lse(q, k, v, mask, True)
+        for offset in (0, -Lk, Lq + Lk):
+            assert all(torch.equal(a, b) for a, b in zip(attention_with_lse(q, k, v, mask, True, query_offset=offset), base))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("policy", ["t5_causal_table", "alibi", "rel_keys_tight"])
+def test_gradcheck_causal_with_query_offset(device, policy):
+    B, H, Lq, Lk, d = 1, 2, 6, 4, 3   # Lq > Lk: queries 0 and 1 see nothing
+    q, k, v = make_qkv(B, H, H, Lq, Lk, d, 2, device=device)
+    for offset in (-3, 5):
+        score = offset_score_args(policy, H, Lq, Lk, d, offset, device)
+        names = [n for n, t in score.items() if isinstance(t, torch.Tensor)]
+        inputs = [t.detach().clone().requires_grad_(True) for t in (q, k, v, *(score[n] for n in names))]
+
+        def fn(*ts):
+            return attention(*ts[:3], None, True, **{**score, **dict(zip(names, ts[3:]))})
+
+        assert torch.autograd.gradcheck(fn, inputs)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("policy", ["none", "bias", "t5", "rel_keys"])
 def test_queries_with_no_visible_key(device, policy):
@@ -155,13 +275,14 @@ def test_queries_with_no_visible_key(device, policy):
     check_against_reference(q, k, v, mask, True, score, atol=1e-10)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("policy", ["none", "bias", "t5", "alibi", "rel_keys"])
-def test_gradcheck(policy):
+def test_gradcheck(device, policy):
     B, Hq, Hk, Lq, Lk, d = 1, 2, 1, 5, 7, 3
-    q, k, v = make_qkv(B, Hq, Hk, Lq, Lk, d, 2)
-    score = score_args(policy, Hq, Lq, Lk, d, B)
+    q, k, v = make_qkv(B, Hq, Hk, Lq, Lk, d, 2, device=device)
+    score = score_args(policy, Hq, Lq, Lk, d, B, device=device)
     names = [n for n, t in score.items() if isinstance(t, torch.Tensor)]
-    mask = torch.tensor([[True, False, True, True, True, True, False]])
+    mask = torch.tensor([[True, False, True, True, True, True, False]], device=device)
     inputs = [t.requires_grad_(True) for t in (q, k, v, *(score[n] for n in names))]
 
     def fn(*ts):
@@ -170,13 +291,14 @@ def test_gradcheck(policy):
     assert torch.autograd.gradcheck(fn, inputs)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("policy", ["none", "bias", "t5", "alibi", "rel_keys"])
-def test_opcheck(policy):
+def test_opcheck(device, policy):
     B, Hq, Hk, Lq, Lk, d = 2, 4, 2, 9, 11, 8
-    q, k, v = [t.float().requires_grad_(True) for t in make_qkv(B, Hq, Hk, Lq, Lk, d, d)]
+    q, k, v = [t.float().requires_grad_(True) for t in make_qkv(B, Hq, Hk, Lq, Lk, d, d, device=device)]
     score = {n: (t.float().requires_grad_(True) if isinstance(t, torch.Tensor) else t)
-             for n, t in score_args(policy, Hq, Lq, Lk, d, B).items()}
-    mask = random_mask(B, Lk, "cpu", fully_masked_row=False)
+             for n, t in score_args(policy, Hq, Lq, Lk, d, B, device=device).items()}
+    mask = random_mask(B, Lk, device, fully_masked_row=False)
     args = (q, k, v, mask, True, None, 0.0, None, score.get("bias"), score.get("t5_table"),
             score.get("t5_bidirectional", True), score.get("t5_max_distance", 128), score.get("alibi_slopes"),
             score.get("rel_keys"), score.get("rel_scores"), score.get("content_bias"), score.get("position_bias"),
@@ -184,11 +306,13 @@ def test_opcheck(policy):
     torch.library.opcheck(torch.ops.seqops.attention, args)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("policy", ["none", "bias", "t5", "alibi", "rel_keys"])
-def test_compile_fullgraph(policy):
+def test_compile_fullgraph(device, policy):
     B, Hq, Hk, Lq, Lk, d = 1, 2, 1, 17, 23, 8
-    q, k, v = make_qkv(B, Hq, Hk, Lq, Lk, d, d, torch.float32)
-    score = {n: (t.float() if isinstance(t, torch.Tensor) else t) for n, t in score_args(policy, Hq, Lq, Lk, d, B).items()}
+    q, k, v = make_qkv(B, Hq, Hk, Lq, Lk, d, d, torch.float32, device)
+    score = {n: (t.float() if isinstance(t, torch.Tensor) else t)
+             for n, t in score_args(policy, Hq, Lq, Lk, d, B, device=device).items()}
     tensors = {n: t.requires_grad_(True) for n, t in score.items() if isinstance(t, torch.Tensor)}
     options = {n: t for n, t in score.items() if not isinstance(t, torch.Tensor)}
     leaves = [t.requires_grad_(True) for t in (q, k, v)]
@@ -210,17 +334,25 @@ def dropout_mask_of(q, k, p, seed, causal=False):
     """The keep-mask the op draws for (seed, shapes): with v = I, out = P * M / (1 - p)."""
     B, Hq, Lq, _ = q.shape
     Lk = k.shape[2]
-    eye = torch.eye(Lk, dtype=q.dtype).expand(B, k.shape[1], Lk, Lk)
+    eye = torch.eye(Lk, dtype=q.dtype, device=q.device).expand(B, k.shape[1], Lk, Lk)
     torch.manual_seed(seed)
     dropped = attention(q, k, eye, None, causal, None, p)
     return dropped != 0
 
 
-def test_dropout_reproducible_and_consistent_backward():
+def philox_keep_of(seed, B, Hq, Lq, Lk, p, device):
+    """The keep-mask (B, Hq, Lq, Lk) the op must draw after torch.manual_seed(seed): the Python
+    Philox of seqops.reference on the (seed, offset) pair dropout_rng takes from the generator."""
+    torch.manual_seed(seed)
+    return ref.attention_dropout_keep(dropout_rng(), B * Hq, Lq, Lk, p).reshape(B, Hq, Lq, Lk).to(device)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_dropout_reproducible_and_consistent_backward(device):
     B, Hq, Hk, Lq, Lk, d, p = 2, 2, 1, 13, 29, 8, 0.3
-    q, k, v = make_qkv(B, Hq, Hk, Lq, Lk, d, d)
-    table = torch.randn(Hq, 32, dtype=torch.float64)
-    keep = dropout_mask_of(q, k, p, seed=7, causal=True)
+    q, k, v = make_qkv(B, Hq, Hk, Lq, Lk, d, d, device=device)
+    table = torch.randn(Hq, 32, dtype=torch.float64, device=device)
+    keep = philox_keep_of(7, B, Hq, Lq, Lk, p, device)  # the documented stream, not the op's own mask
     leaves = [t.clone().requires_grad_(True) for t in (q, k, v, table)]
     torch.manual_seed(7)
     out = attention(*leaves[:3], None, True, None, p, t5_table=leaves[3])
@@ -245,20 +377,20 @@ def test_philox_known_answers():
         [0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("Lk", [1, 37, 150])
-def test_dropout_mask_is_the_philox_stream(Lk):
+def test_dropout_mask_is_the_philox_stream(device, Lk):
     # 150 keys span several of the CPU kernel's 64-key Philox batches; 37 and 1 end inside one.
     B, H, Lq, d, p = 1, 2, 3, 4, 0.3
-    q, k, _ = make_qkv(B, H, H, Lq, Lk, d, d)
+    q, k, _ = make_qkv(B, H, H, Lq, Lk, d, d, device=device)
     keep = dropout_mask_of(q, k, p, seed=11)
-    torch.manual_seed(11)
-    want = ref.attention_dropout_keep(dropout_rng(), B * H, Lq, Lk, p)
-    assert torch.equal(keep.reshape(B * H, Lq, Lk), want)
+    assert torch.equal(keep, philox_keep_of(11, B, H, Lq, Lk, p, device))
 
 
-def test_dropout_keep_rate():
+@pytest.mark.parametrize("device", DEVICES)
+def test_dropout_keep_rate(device):
     B, H, L, d, p = 2, 4, 128, 8, 0.25
-    q, k, _ = make_qkv(B, H, H, L, L, d, d)
+    q, k, _ = make_qkv(B, H, H, L, L, d, d, device=device)
     keep = dropout_mask_of(q, k, p, seed=3)
     n = keep.numel()
     rate = keep.double().mean().item()
@@ -268,14 +400,15 @@ def test_dropout_keep_rate():
 
 # ----------------------------------------------------------------------------- determinism
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("policy", ["none", "bias", "t5", "rel_keys"])
-def test_backward_bitwise_deterministic(policy):
+def test_backward_bitwise_deterministic(device, policy):
     B, Hq, Hk, Lq, Lk, d = 2, 4, 2, 300, 300, 32
-    q, k, v = make_qkv(B, Hq, Hk, Lq, Lk, d, d, torch.float32)
+    q, k, v = make_qkv(B, Hq, Hk, Lq, Lk, d, d, torch.float32, device)
     score = {n: (t.float().requires_grad_(True) if isinstance(t, torch.Tensor) else t)
-             for n, t in score_args(policy, Hq, Lq, Lk, d, B).items()}
+             for n, t in score_args(policy, Hq, Lq, Lk, d, B, device=device).items()}
     leaves = [t.requires_grad_(True) for t in (q, k, v)] + [t for t in score.values() if isinstance(t, torch.Tensor)]
-    grad = torch.randn(B, Hq, Lq, d)
+    grad = torch.randn(B, Hq, Lq, d, device=device)
     runs = []
     for _ in range(3):
         out = attention(*leaves[:3], None, True, **score)
@@ -286,28 +419,32 @@ def test_backward_bitwise_deterministic(policy):
 
 # ----------------------------------------------------------------------------- bad input
 
-def test_bad_inputs():
-    q, k, v = make_qkv(2, 4, 2, 5, 6, 8, 8, torch.float32)
+@pytest.mark.parametrize("device", DEVICES)
+def test_bad_inputs(device):
+    q, k, v = make_qkv(2, 4, 2, 5, 6, 8, 8, torch.float32, device)
+    rnd = lambda *shape, dtype=torch.float32: torch.randn(*shape, device=device).to(dtype)  # noqa: E731
+    ones = lambda *shape, dtype=torch.float32: torch.ones(*shape, dtype=dtype, device=device)  # noqa: E731
     cases = [
         (dict(q=q[0]), "q must have 4 dimensions"),
         (dict(k=k[:, :, :, :4]), "k.size(3) must equal head_dim of q"),
-        (dict(k=torch.randn(2, 3, 6, 8), v=torch.randn(2, 3, 6, 8)), "must divide q's heads"),
+        (dict(k=rnd(2, 3, 6, 8), v=rnd(2, 3, 6, 8)), "must divide q's heads"),
         (dict(v=v[:, :, :5]), "v.size(2) must equal length of k"),
         (dict(k=k.double()), "k must have the same dtype as q"),
-        (dict(q=q.half(), k=k.half(), v=v.half()), "on CPU must be bfloat16, float32 or float64"),
-        (dict(key_padding_mask=torch.ones(2, 6)), "key_padding_mask must be a bool tensor"),
-        (dict(key_padding_mask=torch.ones(2, 5, dtype=torch.bool)), "key_padding_mask must have shape (batch, key length) = (2, 6)"),
+        (dict(key_padding_mask=ones(2, 6)), "key_padding_mask must be a bool tensor"),
+        (dict(key_padding_mask=ones(2, 5, dtype=torch.bool)), "key_padding_mask must have shape (batch, key length) = (2, 6)"),
         (dict(dropout_p=1.0), "dropout_p must be in [0, 1)"),
-        (dict(bias=torch.randn(3, 1, 1)), "bias must be broadcastable to (batch, heads, Lq, Lk) = (2, 4, 5, 6)"),
-        (dict(bias=torch.randn(4, 5, 6), t5_table=torch.randn(4, 32)), "one score term per call"),
-        (dict(t5_table=torch.randn(3, 32)), "t5_table must have shape [4, 32]"),
-        (dict(t5_table=torch.randn(4, 32), t5_max_distance=8), "t5_max_distance must exceed"),
-        (dict(alibi_slopes=torch.randn(4, 1)), "alibi_slopes must have shape [4]"),
-        (dict(rel_keys=torch.randn(5, 4, 8)), "rel_keys has 5 rows but this call reads rows"),
-        (dict(rel_scores=torch.randn(10, 4)), "rel_scores belongs to the relative-keys score term"),
-        (dict(rel_keys=torch.randn(20, 4, 7)), "rel_keys must have shape [20, 4, 8]"),
-        (dict(t5_table=torch.zeros(4, 32, dtype=torch.long)), "t5_table must be a floating tensor"),
+        (dict(bias=rnd(3, 1, 1)), "bias must be broadcastable to (batch, heads, Lq, Lk) = (2, 4, 5, 6)"),
+        (dict(bias=rnd(4, 5, 6), t5_table=rnd(4, 32)), "one score term per call"),
+        (dict(t5_table=rnd(3, 32)), "t5_table must have shape [4, 32]"),
+        (dict(t5_table=rnd(4, 32), t5_max_distance=8), "t5_max_distance must exceed"),
+        (dict(alibi_slopes=rnd(4, 1)), "alibi_slopes must have shape [4]"),
+        (dict(rel_keys=rnd(5, 4, 8)), "rel_keys has 5 rows but this call reads rows"),
+        (dict(rel_scores=rnd(10, 4)), "rel_scores belongs to the relative-keys score term"),
+        (dict(rel_keys=rnd(20, 4, 7)), "rel_keys must have shape [20, 4, 8]"),
+        (dict(t5_table=ones(4, 32, dtype=torch.long)), "t5_table must be a floating tensor"),
     ]
+    if device == "cpu":  # CUDA takes float16
+        cases.append((dict(q=q.half(), k=k.half(), v=v.half()), "on CPU must be bfloat16, float32 or float64"))
     for overrides, message in cases:
         args = dict(q=q, k=k, v=v, **{n: t for n, t in overrides.items() if n not in ("q", "k", "v")})
         args.update({n: t for n, t in overrides.items() if n in ("q", "k", "v")})
@@ -316,8 +453,9 @@ def test_bad_inputs():
         assert message in str(info.value), f"{overrides.keys()}: {info.value}"
 
 
-def test_backward_rejects_bad_saved_tensors():
-    q, k, v = make_qkv(1, 2, 2, 5, 6, 8, 8, torch.float32)
+@pytest.mark.parametrize("device", DEVICES)
+def test_backward_rejects_bad_saved_tensors(device):
+    q, k, v = make_qkv(1, 2, 2, 5, 6, 8, 8, torch.float32, device)
     out, lse = attention_with_lse(q, k, v)
     with pytest.raises(RuntimeError, match="lse must have shape"):
         torch.ops.seqops.attention_backward(out, q, k, v, out, lse[:, :, :3], False)

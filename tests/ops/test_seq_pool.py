@@ -36,6 +36,15 @@ def test_forward_backward_match_reference_float64(device, L, D, H, per_batch, ma
     want = torch.autograd.grad(ref, (x, w, b), grad)
     for g_got, g_want in zip(got, want):
         torch.testing.assert_close(g_got, g_want, rtol=1e-9, atol=1e-10)
+    assert_lse_matches(torch.ops.seqops.seq_pool(x, w, b, mask)[1], reference.seq_pool_lse(x, w, b, mask), 1e-10)
+
+
+def assert_lse_matches(lse, want, tol):
+    """The op's log-sum-exp against the reference's: -inf exactly where a row keeps nothing."""
+    assert lse.shape == want.shape
+    assert torch.equal(torch.isneginf(lse), torch.isneginf(want)) and torch.isfinite(want[~torch.isneginf(want)]).all()
+    finite = torch.isfinite(want)
+    torch.testing.assert_close(lse.double()[finite], want[finite], rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -57,6 +66,9 @@ def test_fully_masked_rows_give_zeros_and_zero_grads(device):
     out, lse = torch.ops.seqops.seq_pool(x, w, b, mask)
     assert torch.isfinite(out).all() and (out[1:] == 0).all()
     assert torch.isneginf(lse[1:]).all() and torch.isfinite(lse[0]).all()
+    assert_lse_matches(lse, reference.seq_pool_lse(x, w, b, mask), 1e-12)
+    # One kept row: its logit itself.
+    torch.testing.assert_close(lse[0], x[0, 3] @ w.t() + b, rtol=1e-12, atol=1e-12)
     # One kept row: the pool returns exactly that row.
     torch.testing.assert_close(out[0], x[0, 3].expand(2, 8))
     out.sum().backward()
@@ -81,8 +93,10 @@ def test_float32_close_to_float64(device):
     x, w, b = make_inputs(4, 300, 64, 2, device)
     mask = random_mask(4, 300, device)
     exact = reference.seq_pool(x, w, b, mask)
-    out = seqops.seq_pool(x.float(), w.float(), b.float(), mask)
+    out, lse = torch.ops.seqops.seq_pool(x.float(), w.float(), b.float(), mask)
     torch.testing.assert_close(out.double(), exact, rtol=1e-5, atol=1e-5)
+    assert lse.dtype == torch.float32
+    assert_lse_matches(lse, reference.seq_pool_lse(x, w, b, mask), 1e-5)
 
 
 @pytest.mark.parametrize("device,dtype", LOW_PRECISION_CASES)

@@ -3,12 +3,14 @@ ranks, mismatched and zero sizes, out-of-range integers and probabilities, NaN /
 dtypes, tensors on another device, non-tensors. Each case must end in a Python exception whose message names an
 argument of the call, or in a result that agrees with seqops.reference; never a crash, a hang or
 silent garbage. The count of cases run is printed (pytest -s) and checked."""
+from dataclasses import replace
 from typing import Dict, Iterator, Tuple
 
+import pytest
 import torch
 from torch import Tensor
 
-from support.op_cases import CASES, RNG_ARGS, Sizes, as_float64
+from support.op_cases import CASES, CATALOG_DEVICES, RNG_ARGS, Sizes, as_float64
 
 BASE = Sizes(batch=2, length=6, length_q=5, dim=4, heads=2)
 ERRORS = (RuntimeError, ValueError, TypeError, IndexError)
@@ -64,6 +66,8 @@ def corruptions(kw: Dict[str, object]) -> Iterator[Tuple[str, Dict[str, object]]
             yield with_(t.float(), "float instead of " + str(t.dtype))
             yield with_(t.to(torch.int64), "int64 instead of " + str(t.dtype))
         yield with_(t.to("meta"), "on the meta device")
+        if t.device.type != "cpu":
+            yield with_(t.cpu(), "on the CPU among " + t.device.type)
 
 
 def agrees_with_reference(name: str, kw: Dict[str, object], got) -> str:
@@ -91,10 +95,11 @@ def agrees_with_reference(name: str, kw: Dict[str, object], got) -> str:
     return ""
 
 
-def test_every_bad_input_raises_a_clear_error_or_gives_the_right_result():
+@pytest.mark.parametrize("device", CATALOG_DEVICES)
+def test_every_bad_input_raises_a_clear_error_or_gives_the_right_result(device):
     ran, problems = 0, []
     for name, case in CASES.items():
-        kw = case.inputs(BASE, torch.Generator().manual_seed(0))
+        kw = case.inputs(replace(BASE, device=device), torch.Generator().manual_seed(0))
         for what, bad in corruptions(kw):
             ran += 1
             try:
@@ -107,6 +112,6 @@ def test_every_bad_input_raises_a_clear_error_or_gives_the_right_result():
             problem = agrees_with_reference(name, bad, got)
             if problem:
                 problems.append(f"{name} [{what}]: {problem[:200]}")
-    print(f"\nbad-input fuzzer: {ran} cases over {len(CASES)} ops, {len(problems)} problems")
+    print(f"\nbad-input fuzzer ({device}): {ran} cases over {len(CASES)} ops, {len(problems)} problems")
     assert ran >= 500
     assert not problems, "\n".join(problems)

@@ -1,17 +1,30 @@
-"""Property-based tests (hypothesis) for every op of the catalog: random batch, lengths, widths,
-heads, masks (with fully masked rows), strides and dtypes; the outputs and the gradients agree
-with seqops.reference in float64 (float32 to 1e-4; bfloat16 by the project's rule: at most twice
-the error of the reference run in bfloat16)."""
+"""Property-based tests (hypothesis) for every op of the catalog, on every catalog device: random
+batch, lengths, widths, heads, masks (with fully masked rows), strides and dtypes; the outputs
+and the gradients agree with seqops.reference in float64 (float64 to 1e-9; float32 and the low
+precisions by the rule of twice the error of the same reference run in that dtype, plus a floor
+of a few ulps of the value's magnitude). 60 examples per op and device by default, 1000 when the
+slow tests run (the hypothesis profiles are in conftest.py)."""
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import given, settings, strategies as st
 
-from support import assert_low_precision_close
-from support.op_cases import CASES, Sizes, as_float64, input_grads, with_grads
+from support import LOW_PRECISION, RUN_SLOW, assert_low_precision_close
+from support.op_cases import CASES, CATALOG_DEVICES, Sizes, as_float64, input_grads, with_grads
 
-SIZES = st.builds(Sizes, batch=st.integers(1, 3), length=st.integers(1, 40), length_q=st.integers(1, 40),
-                  dim=st.integers(1, 20), heads=st.integers(1, 3), masked=st.booleans(),
-                  noncontiguous=st.booleans(), dtype=st.sampled_from([torch.float32, torch.float64, torch.bfloat16]))
+# Floors of the 2x rule, in units of the dtype's eps times max(1, the largest exact value): for
+# float32 the kernels' excess over twice the eager error was at most 5.4 eps x magnitude (attention
+# shapes of tests/ops/test_attention.py); bfloat16 keeps the project's 2e-2 (2.6 eps) per unit of
+# magnitude (a score parameter's gradient, e.g. ALiBi's slopes summed over every pair, is not
+# bounded by 1).
+FLOOR_EPS = {torch.float32: 16, torch.bfloat16: 2.6, torch.float16: 20}
+
+
+def sizes_for(device):
+    return st.builds(Sizes, batch=st.integers(1, 3), length=st.integers(1, 40), length_q=st.integers(1, 40),
+                     dim=st.integers(1, 20), heads=st.integers(1, 3), masked=st.booleans(),
+                     noncontiguous=st.booleans(),
+                     dtype=st.sampled_from([torch.float32, torch.float64] + LOW_PRECISION[device]),
+                     device=st.just(device))
 
 
 def assert_agrees(got: torch.Tensor, exact: torch.Tensor, eager: torch.Tensor, what: str) -> None:
@@ -22,29 +35,42 @@ def assert_agrees(got: torch.Tensor, exact: torch.Tensor, eager: torch.Tensor, w
     g, x, e = got.double()[finite], exact[finite], eager.double()[finite]
     if g.numel() == 0:
         return
-    if got.dtype == torch.bfloat16:
-        assert_low_precision_close(g, e, x, floor=2e-2)
-    else:
-        tol = 1e-9 if got.dtype == torch.float64 else 1e-4
-        torch.testing.assert_close(g, x, atol=tol, rtol=tol, msg=lambda m: f"{what}: {m}")
+    if got.dtype == torch.float64:
+        torch.testing.assert_close(g, x, atol=1e-9, rtol=1e-9, msg=lambda m: f"{what}: {m}")
+        return
+    if got.dtype != eager.dtype:  # a float32 lse of low-precision inputs: float32 accumulation of exact inputs
+        torch.testing.assert_close(g, x, atol=1e-4, rtol=1e-4, msg=lambda m: f"{what}: {m}")
+        return
+    floor = FLOOR_EPS[got.dtype] * torch.finfo(got.dtype).eps * max(1.0, x.abs().max().item())
+    try:
+        assert_low_precision_close(g, e, x, floor=floor)
+    except AssertionError as err:
+        raise AssertionError(f"{what} ({got.dtype}): {err}") from None
 
 
+def property_settings():
+    return settings(settings.get_profile("seqops-properties-slow" if RUN_SLOW else "seqops-properties"))
+
+
+@pytest.mark.parametrize("device", CATALOG_DEVICES)
 @pytest.mark.parametrize("name", list(CASES))
-@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
-@given(sizes=SIZES, seed=st.integers(0, 2 ** 16))
-def test_op_matches_reference(name, sizes, seed):
+@property_settings()
+@given(data=st.data(), seed=st.integers(0, 2 ** 16))
+def test_op_matches_reference(device, name, data, seed):
+    sizes = data.draw(sizes_for(device), label="sizes")
     case = CASES[name]
     inputs = case.inputs(sizes, torch.Generator().manual_seed(seed))
     kw, exact_kw, eager_kw = with_grads(case, inputs), with_grads(case, as_float64(inputs)), with_grads(case, inputs)
     got, exact, eager = case.run(**kw), case.reference(**exact_kw), case.reference(**eager_kw)
     for i, (g, x, e) in enumerate(zip(got, exact, eager)):
         assert g.dtype == sizes.dtype or not g.is_floating_point() or i > 0, f"output {i} dtype {g.dtype}"
+        assert g.device == x.device, f"output {i} on {g.device}"
         assert_agrees(g, x, e, f"{name} output {i} at {sizes}")
     outs = [i for i, o in enumerate(got) if o.requires_grad]
     if not outs:
         return
     cot = [torch.randn(got[i].shape, generator=torch.Generator().manual_seed(seed + i), dtype=torch.float64)
-           for i in outs]
+           .to(device) for i in outs]
 
     def grads(result, args):
         # The outputs seqops differentiates (the reference's lse is differentiable, the op's is not).

@@ -5,7 +5,7 @@ import threading
 import pytest
 import torch
 
-from support.op_cases import CASES, Sizes, input_grads, with_grads
+from support.op_cases import CASES, CATALOG_DEVICES, Sizes, input_grads, with_grads
 from test_determinism import forward_backward
 
 
@@ -16,6 +16,7 @@ def resident_bytes() -> int:
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_no_memory_growth_over_1000_calls(name):
+    # CPU only: resident memory is the host's (a device allocator's growth would need its own probe).
     case = CASES[name]
     # Large enough that leaking any one output or saved tensor per call (>= 32 KiB) would show.
     kw = case.inputs(Sizes(batch=2, length=256, length_q=64, dim=32, heads=2), torch.Generator().manual_seed(0))
@@ -33,15 +34,16 @@ def test_no_memory_growth_over_1000_calls(name):
     assert growth < 4 * 2 ** 20, f"{name}: resident memory grew by {growth / 2 ** 20:.1f} MiB over 1000 calls"
 
 
-def test_concurrent_calls_from_python_threads_give_the_single_thread_results():
+@pytest.mark.parametrize("device", CATALOG_DEVICES)
+def test_concurrent_calls_from_python_threads_give_the_single_thread_results(device):
     names = list(CASES)
-    expected = {name: forward_backward(name) for name in names}
+    expected = {name: forward_backward(name, device) for name in names}
     failures = []
 
     def worker(offset: int):
         for i in range(len(names)):
             name = names[(i + offset) % len(names)]
-            for a, b in zip(forward_backward(name), expected[name]):
+            for a, b in zip(forward_backward(name, device), expected[name]):
                 if not torch.equal(a, b):
                     failures.append(name)
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import seqops
-from support.op_cases import CASES, Sizes, as_float64, input_grads, with_grads
+from support.op_cases import CASES, CATALOG_DEVICES, Sizes, as_float64, input_grads, with_grads
 from seqops import reference
 
 
@@ -30,11 +30,12 @@ def run_with_grads(name: str, kw: dict):
     return outs
 
 
+@pytest.mark.parametrize("device", CATALOG_DEVICES)
 @pytest.mark.parametrize("name", ["seq_pool", "lama_pool", "attention_plain", "attention_bias", "attention_t5",
                                   "attention_rel_keys"])
-def test_logits_of_magnitude_1e4(name):
+def test_logits_of_magnitude_1e4(device, name):
     case = CASES[name]
-    kw = case.inputs(Sizes(batch=2, length=50, length_q=30, dim=16, heads=2, masked=False),
+    kw = case.inputs(Sizes(batch=2, length=50, length_q=30, dim=16, heads=2, masked=False, device=device),
                      torch.Generator().manual_seed(0))
     for key in ("x", "q", "bias", "t5_table"):
         if key in kw:
@@ -43,10 +44,12 @@ def test_logits_of_magnitude_1e4(name):
     run_with_grads(name, kw)
 
 
+@pytest.mark.parametrize("device", CATALOG_DEVICES)
 @pytest.mark.parametrize("name", list(CASES))
-def test_fully_masked_rows_and_length_one(name):
-    for sizes in (Sizes(batch=3, length=9, length_q=4, masked=True), Sizes(batch=2, length=1, length_q=1),
-                  Sizes(batch=2, length=1, length_q=1, masked=True)):
+def test_fully_masked_rows_and_length_one(device, name):
+    for sizes in (Sizes(batch=3, length=9, length_q=4, masked=True, device=device),
+                  Sizes(batch=2, length=1, length_q=1, device=device),
+                  Sizes(batch=2, length=1, length_q=1, masked=True, device=device)):
         kw = CASES[name].inputs(sizes, torch.Generator().manual_seed(1))
         check_against_reference(name, kw)
         outs = [o for o in run_with_grads(name, kw) if o.requires_grad]
@@ -55,23 +58,25 @@ def test_fully_masked_rows_and_length_one(name):
 
 
 @pytest.mark.slow
-def test_attention_with_t5_bias_over_65536_positions():
+@pytest.mark.parametrize("device", CATALOG_DEVICES)
+def test_attention_with_t5_bias_over_65536_positions(device):
     """Full forward and backward at n = 65536; checked against float64 on 48 sampled query rows
     (the cotangent is zero elsewhere, so the reference needs only those rows)."""
     n, H, d = 65536, 2, 32
     g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(1, H, n, d, generator=g).requires_grad_() for _ in range(3))
-    table = torch.randn(H, 32, generator=g).requires_grad_()
+    q, k, v = (torch.randn(1, H, n, d, generator=g).to(device).requires_grad_() for _ in range(3))
+    table = torch.randn(H, 32, generator=g).to(device).requires_grad_()
     out = seqops.attention(q, k, v, causal=True, t5_table=table, t5_bidirectional=False)
     assert torch.isfinite(out).all()
     rows = torch.cat([torch.tensor([0, 1, n - 1]), torch.randint(2, n - 1, (45,), generator=g)]).unique()
     cot = torch.zeros_like(out)
-    cot[:, :, rows] = torch.randn(1, H, len(rows), d, generator=g)
+    rows = rows.to(device)
+    cot[:, :, rows] = torch.randn(1, H, len(rows), d, generator=g).to(device)
     grads = torch.autograd.grad(out, (q, k, v, table), cot)
 
     q64, k64, v64, t64 = (t.detach().double().requires_grad_() for t in (q, k, v, table))
     logits = torch.einsum("bhid,bhjd->bhij", q64[:, :, rows], k64) / d ** 0.5
-    rel = torch.arange(n)[None, :] - rows[:, None]
+    rel = torch.arange(n, device=device)[None, :] - rows[:, None]
     logits = logits + t64[:, reference.t5_bucket(rel, bidirectional=False, num_buckets=32, max_distance=128)]
     logits = logits.masked_fill(rel > 0, float("-inf"))
     want = torch.softmax(logits, -1) @ v64

@@ -7,14 +7,30 @@ import torch
 
 HAS_CUDA = torch.cuda.is_available()
 SEED = int(os.environ.get("SEQOPS_TEST_SEED", "0"))
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device"))]
+# Set by conftest.pytest_configure: whether this run includes the tests marked slow.
+RUN_SLOW = False
 
-# Low-precision dtypes each device supports (float32/float64 are checked everywhere).
-LOW_PRECISION = {"cpu": [torch.bfloat16], "cuda": [torch.float16, torch.bfloat16]}
-LOW_PRECISION_CASES = [
-    pytest.param(device, dtype, marks=pytest.mark.skipif(device == "cuda" and not HAS_CUDA, reason="no CUDA device"))
-    for device, dtypes in LOW_PRECISION.items() for dtype in dtypes
-]
+# The devices the tests run on: name -> (available, why not, low-precision dtypes it supports;
+# float32 / float64 are checked everywhere). This is the one place a device plugs in: DEVICES,
+# LOW_PRECISION and LOW_PRECISION_CASES (and through them the op catalog of op_cases.py and
+# every test parametrized by device) derive from it. A future CUDA host emulator adds its line
+# here, e.g. "emu": (<emulator importable>, "no CUDA emulator", [torch.float16, torch.bfloat16]),
+# with its name being the torch device its tensors live on.
+DEVICE_TABLE = {
+    "cpu": (True, "", [torch.bfloat16]),
+    "cuda": (HAS_CUDA, "no CUDA device", [torch.float16, torch.bfloat16]),
+}
+
+
+def _on(device: str, *values):
+    available, why, _ = DEVICE_TABLE[device]
+    return pytest.param(*values, marks=pytest.mark.skipif(not available, reason=why), id="-".join(map(str, values)))
+
+
+DEVICES = [_on(device, device) for device in DEVICE_TABLE]
+
+LOW_PRECISION = {device: dtypes for device, (_, _, dtypes) in DEVICE_TABLE.items()}
+LOW_PRECISION_CASES = [_on(device, device, dtype) for device, dtypes in LOW_PRECISION.items() for dtype in dtypes]
 
 
 def random_mask(batch: int, length: int, device, fully_masked_row: bool = True) -> torch.Tensor:

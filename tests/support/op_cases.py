@@ -1,7 +1,11 @@
 """Every seqops op (and each attention score policy and compression mode) as a case that draws
 its inputs for given sizes: the robustness tests (properties, determinism, stability, threads,
 memory) run over this one catalog. Each case gives the seqops call and the pure-PyTorch
-reference of seqops.reference, both returning a tuple of tensors."""
+reference of seqops.reference, both returning a tuple of tensors.
+
+Inputs are drawn on the CPU (the same values whatever the device) and then moved to
+Sizes.device; the tests take that device from CATALOG_DEVICES (support.DEVICES: CPU, CUDA when
+present, and any device added to support.DEVICE_TABLE)."""
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -10,6 +14,11 @@ from torch import Tensor
 
 import seqops
 from seqops import reference
+
+from support import DEVICES
+
+# The device axis of the catalog's tests (pytest params, skipped where a device is absent).
+CATALOG_DEVICES = DEVICES
 
 
 @dataclass(frozen=True)
@@ -22,6 +31,7 @@ class Sizes:
     masked: bool = True   # a key-padding mask, row 1 fully masked when batch > 1
     noncontiguous: bool = False
     dtype: torch.dtype = torch.float32
+    device: str = "cpu"   # where the tensors live (RNG_ARGS stay on the CPU)
 
 
 # Arguments that are CPU (seed, offset) pairs whatever the device of the data.
@@ -38,7 +48,7 @@ class OpCase:
 
 
 def _randn(sizes: Sizes, g: torch.Generator, *shape: int, scale: float = 1.0) -> Tensor:
-    t = (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(sizes.dtype)
+    t = (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(device=sizes.device, dtype=sizes.dtype)
     if sizes.noncontiguous and t.dim() >= 2:
         t = t.transpose(-1, -2).contiguous().transpose(-1, -2)
     return t
@@ -50,7 +60,7 @@ def _mask(sizes: Sizes, g: torch.Generator, length: int) -> Optional[Tensor]:
     mask = torch.rand(sizes.batch, length, generator=g) > 0.3
     if sizes.batch > 1:
         mask[1] = False
-    return mask
+    return mask.to(sizes.device)
 
 
 def _pool_inputs(sizes: Sizes, g: torch.Generator) -> Dict[str, object]:
@@ -79,7 +89,7 @@ def _attention_inputs(policy: str):
             kw["t5_table"] = _randn(sizes, g, H, 8)
             kw["t5_max_distance"] = 16
         elif policy == "alibi":
-            kw["alibi_slopes"] = torch.rand(H, generator=g, dtype=torch.float64).to(sizes.dtype)
+            kw["alibi_slopes"] = torch.rand(H, generator=g, dtype=torch.float64).to(device=sizes.device, dtype=sizes.dtype)
         elif policy == "rel_keys":
             kw.update(rel_keys=_randn(sizes, g, Lq + Lk - 1, H, d), rel_scores=_randn(sizes, g, Lq + Lk - 1, H),
                       content_bias=_randn(sizes, g, H, d), position_bias=_randn(sizes, g, H, d))
