@@ -7,6 +7,8 @@ import warnings
 
 import pytest
 import torch
+from grad_check import assert_gradients_match
+from originals import missing
 from support import DEVICES
 
 from seqops import reference
@@ -14,6 +16,7 @@ from seqops.nn import (AttentionReconstructionLoss, CompressiveFeedForward, Comp
                        CompressiveTransformer, CompressiveTransformerLayer, CompressiveTransformerLM,
                        Conv1dCompression, MaxCompression, MeanCompression, RelativeMultiHeadAttention,
                        load_labml_state_dict)
+from seqops.nn.compressive.weights import from_labml_state_dict
 
 
 def make_layer(d_model=16, heads=4, d_ff=32, rate=2, max_distance=4096, compress=None,
@@ -51,17 +54,21 @@ def hand_built_labml_state_dict(d_model=16, heads=4, d_ff=32, rate=2, P=4096, dt
 
 
 def labml():
-    """labml_nn's compressive modules (pip install --no-deps labml-nn labml), or skip."""
+    """labml_nn's compressive modules (pip install --no-deps labml-nn labml); a missing package
+    skips (fails under SEQOPS_REQUIRE_ORIGINALS=1), any other import error fails."""
     try:
         from labml import tracker
-        if not hasattr(tracker, "debug"):  # labml-nn 0.5.1 calls it; labml 0.5.3 lacks it
-            tracker.debug = lambda *args, **kwargs: None
+    except ImportError as e:
+        missing("labml (labml)", e)
+    if not hasattr(tracker, "debug"):  # labml-nn 0.5.1 calls it; labml 0.5.3 lacks it
+        tracker.debug = lambda *args, **kwargs: None
+    try:
         from labml_nn.transformers import compressive
         from labml_nn.transformers.feed_forward import FeedForward
         from labml_nn.transformers.utils import subsequent_mask
         from labml_nn.transformers.xl.relative_mha import RelativeMultiHeadAttention as LabmlAttention
-    except Exception as e:  # noqa: BLE001 -- any import failure means "not available"
-        pytest.skip(f"labml_nn not importable: {e}")
+    except ImportError as e:
+        missing("labml-nn (labml_nn)", e)
     return compressive, FeedForward, LabmlAttention, subsequent_mask
 
 
@@ -175,16 +182,15 @@ def test_layer_matches_float64_reference(device, memories, causal, masked):
     if masked:
         mask = torch.rand(B, Lk, device=device) > 0.3
         mask[:, -Lq:] |= torch.eye(Lq, dtype=torch.bool, device=device)[0]  # keep the first token
+    x.requires_grad_()
     got = layer(x, mem, c_mem, mask, causal)
-    state = {k: v.detach() for k, v in layer.state_dict().items()}
-    params = [layer.self_attn.key_pos_embeddings, layer.self_attn.query.linear.weight, layer.norm_ff.weight]
-    state_params = [state[k].requires_grad_() for k in ("self_attn.key_pos_embeddings",
-                                                        "self_attn.query.linear.weight", "norm_ff.weight")]
-    want = reference.compressive_layer(state, x, mem, c_mem, mask, causal, heads=4)
+    state = {k: v.detach().clone().requires_grad_() for k, v in layer.state_dict().items()}
+    x_ref = x.detach().clone().requires_grad_()
+    want = reference.compressive_layer(state, x_ref, mem, c_mem, mask, causal, heads=4)
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
-    grad = torch.randn_like(got)
-    for g, e in zip(torch.autograd.grad(got, params, grad), torch.autograd.grad(want, state_params, grad)):
-        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10)
+    # x and all 17 parameters the layer's forward reads; the compressor only acts on the memory.
+    assert_gradients_match(layer, got, want, {"x": x}, {"x": x_ref}, state, rtol=1e-10, atol=1e-10,
+                           unused=["compress.conv.weight", "compress.conv.bias"])
 
 
 def test_layer_relative_table_clamps_beyond_max_distance():
@@ -245,6 +251,24 @@ def _labml_layer(d_model, heads, d_ff, rate):
     return layer
 
 
+def as_labml(ours: torch.nn.Module, theirs: torch.nn.Module):
+    """`ours` run functionally on `theirs`'s parameters through the labml converter: its outputs
+    differentiate against labml's own tensors, so both sides' gradients can be compared by name."""
+    converted = from_labml_state_dict(ours, dict(theirs.named_parameters()))
+    return lambda *args: torch.func.functional_call(ours, converted, args)
+
+
+class LossModule(torch.nn.Module):
+    """A reconstruction loss (a plain object) as a module whose parameters are its layers'."""
+
+    def __init__(self, loss):
+        super().__init__()
+        self.layers, self.loss = loss.layers, loss
+
+    def forward(self, h, old):
+        return self.loss(h, old)
+
+
 def test_labml_attention_module_matches():
     _, _, LabmlAttention, subsequent_mask = labml()
     theirs = LabmlAttention(4, 16, 0.0).double()
@@ -253,11 +277,15 @@ def test_labml_attention_module_matches():
             p.normal_(0, 0.5)
     ours = make_layer(max_distance=4096, randomize=False).self_attn
     ours.load_state_dict(theirs.state_dict())   # same names and shapes: loads as is
-    q_in, kv_in = torch.randn(4, 2, 16, dtype=torch.float64), torch.randn(11, 2, 16, dtype=torch.float64)
+    q_in = torch.randn(4, 2, 16, dtype=torch.float64, requires_grad=True)
+    kv_in = torch.randn(11, 2, 16, dtype=torch.float64, requires_grad=True)
     mask = torch.cat((torch.ones(4, 7, 1, dtype=torch.bool), subsequent_mask(4)), 1)
     want = theirs(query=q_in, key=kv_in, value=kv_in, mask=mask)
-    got = ours(q_in.transpose(0, 1), kv_in.transpose(0, 1), kv_in.transpose(0, 1), None, True)
-    torch.testing.assert_close(got.transpose(0, 1), want, rtol=1e-10, atol=1e-10)
+    got = ours(q_in.transpose(0, 1), kv_in.transpose(0, 1), kv_in.transpose(0, 1), None, True).transpose(0, 1)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    # Same parameter names: ours are compared with labml's, name by name, and the inputs'.
+    assert_gradients_match(ours, got, want, {"q_in": q_in, "kv_in": kv_in},
+                           ref_params=dict(theirs.named_parameters()), rtol=1e-10, atol=1e-10)
 
 
 def test_labml_layer_and_transformer_outputs_match():
@@ -269,9 +297,9 @@ def test_labml_layer_and_transformer_outputs_match():
     ours = CompressiveTransformer(make_layer(max_distance=64, randomize=False), 2)
     load_labml_state_dict(ours, theirs.state_dict())
     B, Lq, Lm, Lc = 2, 5, 6, 3
-    x = torch.randn(Lq, B, 16, dtype=torch.float64)                      # labml: sequence-first
-    mem = [torch.randn(Lm, B, 16, dtype=torch.float64) for _ in range(2)]
-    c_mem = [torch.randn(Lc, B, 16, dtype=torch.float64) for _ in range(2)]
+    x = torch.randn(Lq, B, 16, dtype=torch.float64, requires_grad=True)  # labml: sequence-first
+    mem = [torch.randn(Lm, B, 16, dtype=torch.float64, requires_grad=True) for _ in range(2)]
+    c_mem = [torch.randn(Lc, B, 16, dtype=torch.float64, requires_grad=True) for _ in range(2)]
     mask = torch.cat((torch.ones(Lq, Lm + Lc, 1, dtype=torch.bool), subsequent_mask(Lq)), 1)
     want, want_mem = theirs(x, mem, c_mem, mask)
     bf = lambda t: t.transpose(0, 1)  # noqa: E731
@@ -279,12 +307,26 @@ def test_labml_layer_and_transformer_outputs_match():
     torch.testing.assert_close(bf(got), want, rtol=1e-10, atol=1e-10)
     for g, w in zip(got_mem, want_mem):
         torch.testing.assert_close(bf(g), w)
-    # The compression and the reconstruction loss agree too (labml's loss is sequence-first).
-    old = [torch.randn(8, B, 16, dtype=torch.float64) for _ in range(2)]
+    # Gradients of the inputs, the memories and every labml parameter (the relative tables
+    # through the re-centering to max_distance=64), ours against labml's.
+    ours_on_theirs = as_labml(ours, theirs)
+    inputs = {"x": x, **{f"mem{i}": m for i, m in enumerate(mem)}, **{f"c_mem{i}": c for i, c in enumerate(c_mem)}}
+    got = bf(ours_on_theirs(bf(x), [bf(m) for m in mem], [bf(c) for c in c_mem], None, True)[0])
+    assert_gradients_match(theirs, got, want, inputs, rtol=1e-10, atol=1e-10,
+                           unused=[n for n, _ in theirs.named_parameters() if ".compress." in n])
+    # The compression and the reconstruction loss agree too (labml's loss is sequence-first),
+    # and so do its gradients: the compressors' only, every other tensor gets none.
+    old = [torch.randn(8, B, 16, dtype=torch.float64, requires_grad=True) for _ in range(2)]
     torch.testing.assert_close(bf(ours.layers[0].compress(bf(old[0]))), theirs.layers[0].compress(old[0]))
-    want_loss = compressive.AttentionReconstructionLoss(theirs.layers)(want_mem, old)
-    got_loss = AttentionReconstructionLoss(ours.layers)(got_mem, [bf(o) for o in old])
-    torch.testing.assert_close(got_loss, want_loss, rtol=1e-10, atol=1e-12)
+    their_loss = LossModule(compressive.AttentionReconstructionLoss(theirs.layers))
+    want_loss = their_loss(want_mem, old)
+    ours_loss = LossModule(AttentionReconstructionLoss(ours.layers))
+    torch.testing.assert_close(ours_loss(got_mem, [bf(o) for o in old]), want_loss, rtol=1e-10, atol=1e-12)
+    got_loss = as_labml(ours_loss, their_loss)([bf(m) for m in want_mem], [bf(o) for o in old])
+    assert_gradients_match(their_loss, got_loss, want_loss, {f"old{i}": o for i, o in enumerate(old)},
+                           rtol=1e-10, atol=1e-12,
+                           unused=[f"old{i}" for i in range(2)]
+                           + [n for n, _ in their_loss.named_parameters() if ".compress." not in n])
 
 
 # ----------------------------------------------------------------------------- reconstruction loss

@@ -7,7 +7,6 @@ visibility of each (query, key) pair, softmax), from the modules' own parameters
 geometry of causal compression (a design choice, seqops.nn.linformer.projection.causal_chunks)
 is shared with the implementation. The leak tests check causality without it.
 """
-import importlib.util
 import io
 import itertools
 import sys
@@ -15,16 +14,23 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from grad_check import assert_gradients_match
+from originals import import_original
 
 from seqops.nn import (LinearAttentionHead, Linformer, LinformerEncDec, LinformerLM, MHAttention, Padder,
                        Visualizer, get_EF, load_linformer_pytorch)
 from seqops.nn.linformer.projection import causal_chunks
+from seqops.nn.linformer.weights import convert_linformer_pytorch
 
 F64 = torch.float64
 N, D, H, K = 12, 8, 2, 4  # input_size, channels, heads, dim_k
 SHARING = ["none", "headwise", "kv", "layerwise"]
 METHODS = ["learnable", "convolution", "no_params"]
-HAS_ORIGINAL = importlib.util.find_spec("linformer_pytorch") is not None
+
+
+def linformer_pytorch():
+    """The original package; a missing one skips (fails under SEQOPS_REQUIRE_ORIGINALS=1)."""
+    return import_original("linformer_pytorch", "linformer-pytorch")
 
 
 def make(cls=Linformer, **overrides):
@@ -158,34 +164,41 @@ def test_values_and_gradients_vs_reference(sharing, method, full_attention, leve
         want = ref_linformer(model, x, mask)
         assert out.shape == (3, N - 2, D)
         assert_close(out, want)
-        params = [x] + list(model.parameters())
-        for g_ours, g_ref in zip(grads(out, params), grads(want, params)):
-            assert_close(g_ours, g_ref)
+        assert_gradients_match(model, out, want, {"x": x}, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("causal", [False, True])
 def test_widths_k_reduction_and_output_matrices_vs_reference(causal):
     model = make(parameter_sharing="headwise", ff_intermediate=6, w_o_intermediate_dim=5, depth=3, dim_d=3,
                  causal=causal, k_reduce_by_layer=2)
-    x = torch.randn(2, N, D, dtype=F64)
-    assert_close(model(x), ref_linformer(model, x))
+    x = torch.randn(2, N, D, dtype=F64, requires_grad=True)
+    out, want = model(x), ref_linformer(model, x)
+    assert_close(out, want)
+    # The last layer's dim_k = 1: non-causal, one key whose softmax is 1 whatever E is; causal,
+    # one chunk spans the input, so its compressed row is never visible (E and F unused).
+    flat = [f"seq.4.fn.heads.{p}.{t}" for p in ("EF" if causal else "E") for t in ("weight", "bias")]
+    assert_gradients_match(model, out, want, {"x": x}, rtol=1e-10, atol=1e-10, unused=flat)
     assert [blk.fn.heads.dim_k for blk in model.seq[::2]] == [4, 2, 1]
 
 
 @pytest.mark.parametrize("sharing", ["none", "layerwise"])
 def test_decoder_vs_reference(sharing):
     model = make(parameter_sharing=sharing, decoder_mode=True, causal=True)
-    x, emb = torch.randn(2, N, D, dtype=F64), torch.randn(2, N - 3, D, dtype=F64)
+    x, emb = (torch.randn(2, n, D, dtype=F64, requires_grad=True) for n in (N, N - 3))
     mask, emb_mask = keep_mask(2, N, 1), keep_mask(2, N - 3, 2)
-    assert_close(model(x, mask, emb, emb_mask), ref_linformer(model, x, mask, emb, emb_mask))
+    out, want = model(x, mask, emb, emb_mask), ref_linformer(model, x, mask, emb, emb_mask)
+    assert_close(out, want)
+    assert_gradients_match(model, out, want, {"x": x, "embeddings": emb}, rtol=1e-10, atol=1e-10)
 
 
 def test_linear_attention_head_original_api():
     E, Fp = get_EF(N, K, dtype=F64), get_EF(N, K, dtype=F64)
     head = LinearAttentionHead(4, 0.0, E, Fp).eval()
-    q, k, v = (torch.randn(2, N, 4, dtype=F64) for _ in range(3))
+    q, k, v = (torch.randn(2, N, 4, dtype=F64, requires_grad=True) for _ in range(3))
     want = ref_head(q, k, v, E.weight[0], E.bias[0], Fp.weight[0], Fp.bias[0], K, N, None, False, False)
-    assert_close(head(q, k, v), want)
+    out = head(q, k, v)
+    assert_close(out, want)
+    assert_gradients_match(head, out, want, {"q": q, "k": k, "v": v}, rtol=1e-10, atol=1e-10)
 
 
 def test_layerwise_k_reduction_uses_leading_rows():
@@ -239,11 +252,9 @@ def test_decoder_self_attention_is_causal():
     assert_no_leak(lambda y: model(x, y), torch.randint(0, 11, (2, N)), perturb_tokens, [1, 6, 9])
 
 
-@pytest.mark.skipif(not HAS_ORIGINAL, reason="linformer-pytorch not installed")
 def test_original_causal_leaks():
     """The bug being fixed: linformer-pytorch's causal=True output depends on later positions."""
-    import linformer_pytorch
-    model = linformer_pytorch.Linformer(input_size=N, channels=D, dim_k=K, nhead=H, causal=True).eval()
+    model = linformer_pytorch().Linformer(input_size=N, channels=D, dim_k=K, nhead=H, causal=True).eval()
     x = torch.randn(1, N, D)
     assert not torch.allclose(model(perturb_features(x, 5))[:, :6], model(x)[:, :6])
 
@@ -390,11 +401,20 @@ def test_no_params_needs_the_original_module():
         load_linformer_pytorch(make(method="no_params", parameter_sharing="kv"), _original_layout({}))
 
 
-@pytest.mark.skipif(not HAS_ORIGINAL, reason="linformer-pytorch not installed")
+def original_tensors(original: torch.nn.Module) -> dict:
+    """The original's state_dict with its parameters themselves (every name of a shared one) and
+    its no_params E/F tensors: converted, they stay differentiable against the original's."""
+    state = {**original.state_dict(), **dict(original.named_parameters(remove_duplicate=False))}
+    for name, m in original.named_modules():
+        if getattr(m, "is_proj_tensor", False):
+            state[f"{name}.E"], state[f"{name}.F"] = m.E, m.F
+    return state
+
+
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("sharing", SHARING)
 def test_load_from_linformer_pytorch(sharing, method):
-    import linformer_pytorch as lp
+    lp = linformer_pytorch()
     kwargs = dict(input_size=N, channels=D, dim_k=K, nhead=H, depth=2, dim_ff=8, parameter_sharing=sharing,
                   method=method, k_reduce_by_layer=0 if sharing == "layerwise" else 1, w_o_intermediate_dim=5)
     original = lp.Linformer(**kwargs).double().eval()
@@ -403,13 +423,16 @@ def test_load_from_linformer_pytorch(sharing, method):
             m.E, m.F = m.E.double(), m.F.double()
     ours = Linformer(**kwargs, dtype=F64).eval()
     load_linformer_pytorch(ours, original)
-    x = torch.randn(2, N, D, dtype=F64)
-    assert_close(ours(x), original(x))
+    x = torch.randn(2, N, D, dtype=F64, requires_grad=True)
+    want = original(x)
+    assert_close(ours(x), want)
+    # Gradients of x and of every original parameter: ours run on the original's tensors.
+    got = torch.func.functional_call(ours, convert_linformer_pytorch(ours, original_tensors(original)), (x,))
+    assert_gradients_match(original, got, want, {"x": x}, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.skipif(not HAS_ORIGINAL, reason="linformer-pytorch not installed")
 def test_load_lm_and_encoder_from_linformer_pytorch():
-    import linformer_pytorch as lp
+    lp = linformer_pytorch()
     kwargs = dict(num_tokens=11, input_size=N, channels=D, dim_k=K, nhead=H, depth=2, emb_dim=6,
                   parameter_sharing="kv")
     original, ours = lp.LinformerLM(**kwargs).double().eval(), LinformerLM(**kwargs, dtype=F64).eval()

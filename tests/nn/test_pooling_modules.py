@@ -1,15 +1,20 @@
-"""seqops.nn pooling modules: compatibility with the originals, masks, compile, TorchScript."""
+"""seqops.nn pooling modules: compatibility with the originals (values and the gradients of the
+input and every parameter), masks, compile, TorchScript."""
+import copy
 import io
 
 import pytest
 import torch
 import torch.nn.functional as F
+from grad_check import assert_gradients_match
 from support import random_mask
 
 from seqops import reference
 from seqops.nn import CVTSeqPool, LAMA, LAMAEncoder, LAMAPooler, MeanSeqPool, SeqPool
 
 B, L, D, H = 3, 11, 16, 4
+F64 = torch.float64
+TOL = dict(rtol=1e-10, atol=1e-10)  # float64 modules against float64 formulas
 
 
 def modules():
@@ -35,6 +40,10 @@ def test_cvt_seqpool_matches_original_formula_and_state_dict():
     x = torch.randn(B, L, D)
     original = torch.matmul(F.softmax(m.pool(x), dim=1).transpose(-1, -2), x).squeeze(-2)
     torch.testing.assert_close(m(x), original)
+    m, x = m.double(), x.double().requires_grad_()
+    out, original = m(x), torch.matmul(F.softmax(m.pool(x), dim=1).transpose(-1, -2), x).squeeze(-2)
+    torch.testing.assert_close(out, original, **TOL)
+    assert_gradients_match(m, out, original, {"x": x}, **TOL)
     with pytest.raises(ValueError, match="Expected input to have 3 axes. Got 2"):
         m(x[0])
     with pytest.raises(ValueError, match=r"Size of embedding dimension \(15\) did not match expected \(16\)"):
@@ -42,34 +51,46 @@ def test_cvt_seqpool_matches_original_formula_and_state_dict():
 
 
 def test_seqpool_with_bias_is_cct_attention_pool_and_masks():
-    m = SeqPool(D)
-    x = torch.randn(B, L, D)
+    m = SeqPool(D).double()
+    x = torch.randn(B, L, D, dtype=F64, requires_grad=True)
+    out = m(x)
     cct = torch.matmul(F.softmax(F.linear(x, m.weight, m.bias), dim=1).transpose(-1, -2), x).squeeze(-2)
-    torch.testing.assert_close(m(x), cct)
+    torch.testing.assert_close(out, cct, **TOL)
+    assert_gradients_match(m, out, cct, {"x": x}, **TOL)
     mask = random_mask(B, L, "cpu")
-    torch.testing.assert_close(m(x, mask), reference.seq_pool(x, m.weight, m.bias, mask).flatten(1))
+    out, want = m(x, mask), reference.seq_pool(x, m.weight, m.bias, mask).flatten(1)
+    torch.testing.assert_close(out, want, **TOL)
+    assert_gradients_match(m, out, want, {"x": x}, **TOL)
 
 
 def test_mean_seqpool_averages_the_sequence():
-    x = torch.randn(B, L, D)
+    x = torch.randn(B, L, D, dtype=F64, requires_grad=True)
     mask = random_mask(B, L, "cpu")
-    torch.testing.assert_close(MeanSeqPool()(x), x.mean(1))
-    torch.testing.assert_close(MeanSeqPool()(x, mask), reference.masked_pool(x, mask, "mean"))
+    m = MeanSeqPool()
+    for out, want in ((m(x), x.mean(1)), (m(x, mask), reference.masked_pool(x, mask, "mean"))):
+        torch.testing.assert_close(out, want, **TOL)
+        assert_gradients_match(m, out, want, {"x": x}, **TOL)
 
 
 def test_lama_loads_original_state_dict_and_matches_forward():
-    original = {"_p": torch.randn(D, H), "_q": torch.randn(D, H) / D ** 0.5}
-    m = LAMA(H, D)
+    original = {"_p": torch.randn(D, H, dtype=F64, requires_grad=True),
+                "_q": (torch.randn(D, H, dtype=F64) / D ** 0.5).requires_grad_()}
+    m = LAMA(H, D, dtype=F64)
     m.load_state_dict(original)
-    x = torch.randn(B, L, D)
+    x = torch.randn(B, L, D, dtype=F64, requires_grad=True)
     mask = random_mask(B, L, "cpu", fully_masked_row=False)
-    torch.testing.assert_close(m(x), reference.lama_original(x, original["_p"], original["_q"]))
-    torch.testing.assert_close(m(x, mask), reference.lama_original(x, original["_p"], original["_q"], mask))
-    enc = LAMAEncoder(H, D, output_dim=5)
+    for keep in (None, mask):  # values, and the gradients of x, _p, _q against the original's tensors
+        out, want = m(x, keep), reference.lama_original(x, original["_p"], original["_q"], keep)
+        torch.testing.assert_close(out, want, **TOL)
+        assert_gradients_match(m, out, want, {"x": x}, ref_params=original, **TOL)
+    enc = LAMAEncoder(H, D, output_dim=5, dtype=F64)
     enc.load_state_dict({"_attention._p": original["_p"], "_attention._q": original["_q"],
                          "projection_layer.weight": torch.randn(5, H * D), "projection_layer.bias": torch.randn(5)})
     weights = reference.lama_original(x, original["_p"], original["_q"], mask)
-    torch.testing.assert_close(enc(x, mask), enc.projection_layer((weights @ x).flatten(1)))
+    out, want = enc(x, mask), enc.projection_layer((weights @ x).flatten(1))
+    torch.testing.assert_close(out, want, **TOL)
+    assert_gradients_match(enc, out, want, {"x": x}, **TOL, ref_params={
+        **dict(enc.named_parameters()), "_attention._p": original["_p"], "_attention._q": original["_q"]})
 
 
 @pytest.mark.parametrize("activation,name", [(None, "identity"), (torch.tanh, "tanh"), (F.relu, "relu"),
@@ -135,11 +156,20 @@ def test_empty_batch(name):
 
 
 def test_modules_accept_bfloat16_inputs_with_float32_parameters():
+    # bfloat16 outputs, close to the same module in float64 on the same (bfloat16-valued) input:
+    # bfloat16 carries 8 significant bits (relative step 2^-8 = 3.9e-3); pooling sums over L = 11
+    # rows and the parameters are rounded to bfloat16 too: the error seen is <= 3.2e-3, 1e-2 allowed.
     x = torch.randn(B, L, D, dtype=torch.bfloat16)
+    mask = random_mask(B, L, "cpu")
     for name, m in modules().items():
         if name == "LAMAEncoder":  # its Linear needs matching dtypes, as any nn.Linear does
             continue
-        assert m(x).dtype == torch.bfloat16
+        exact = copy.deepcopy(m).double()
+        for keep in (None, mask):
+            got = m(x, keep)
+            assert got.dtype == torch.bfloat16, name
+            torch.testing.assert_close(got.double(), exact(x.double(), keep), rtol=1e-2, atol=1e-2,
+                                       msg=lambda s, name=name: f"{name}: {s}")
 
 
 def test_autocast_matches_explicit_cast():
