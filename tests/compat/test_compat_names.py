@@ -8,6 +8,7 @@ import inspect
 import pytest
 
 import seqops.nn
+from support.originals import import_original, labml_modules
 from seqops import compat
 
 # The names each namespace must expose (docs/compat.md explains every absence).
@@ -70,34 +71,23 @@ def test_compat_package_lists_its_namespaces():
 
 
 def test_against_installed_seqpool():
-    original = pytest.importorskip("seqpool")
+    original = import_original("seqpool", "seqpool")
     assert public_names(original) == EXPECTED["seqpool"]
 
 
 def test_against_installed_linformer_pytorch():
-    original = pytest.importorskip("linformer_pytorch")
+    original = import_original("linformer_pytorch", "linformer-pytorch")
     assert public_names(original) == EXPECTED["linformer_pytorch"]
 
 
 def test_against_installed_positional_embeddings_pytorch():
-    original = pytest.importorskip("positional_embeddings_pytorch")
+    original = import_original("positional_embeddings_pytorch", "positional-embeddings-pytorch")
     # PyPI 0.0.1 predates HEAD's rename TUPE -> UnifiedPositionalEmbedding; we expose both names.
     assert public_names(original) == EXPECTED["positional_embeddings_pytorch"] - {"UnifiedPositionalEmbedding"}
 
 
-def import_labml_compressive():
-    """labml_nn.transformers.compressive (pip install labml && pip install --no-deps labml-nn), or skip."""
-    try:
-        from labml import tracker
-        if not hasattr(tracker, "debug"):  # labml-nn 0.5.1 calls it; labml 0.5.3 lacks it
-            tracker.debug = lambda *args, **kwargs: None
-        return importlib.import_module("labml_nn.transformers.compressive")
-    except Exception as e:  # noqa: BLE001 -- any import failure means "not available"
-        pytest.skip(f"labml_nn not importable: {e}")
-
-
 def test_against_installed_labml_compressive():
-    original = import_labml_compressive()
+    original = labml_modules()[0]
     defined = {n for n in public_names(original)
                if getattr(getattr(original, n), "__module__", "") == original.__name__}
     assert defined == {"Conv1dCompression", "CompressiveTransformerLayer", "CompressiveTransformer",

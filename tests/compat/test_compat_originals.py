@@ -1,12 +1,12 @@
 """Where the original is installed: its weights loaded into seqops through seqops.compat give its
 outputs (where the original is sound), and its documented bugs are really there (where seqops
 differs on purpose). Skipped when the original is not installed (pip lines in docs/compat.md)."""
-import importlib
 
 import pytest
 import torch
 
 import seqops.nn
+from support.originals import import_original, labml_modules
 from seqops.compat import labml_compressive, linformer_pytorch, positional_embeddings_pytorch, seqpool
 
 F64 = torch.float64
@@ -19,7 +19,7 @@ def close(a, b, tol=1e-10):
 # ----------------------------------------------------------------------------- seqpool
 
 def test_seqpool_cvt_state_dict_and_outputs():
-    original = pytest.importorskip("seqpool")
+    original = import_original("seqpool", "seqpool")
     theirs = original.CVTSeqPool(32).double()
     ours = seqpool.CVTSeqPool(32).double()
     ours.load_state_dict(theirs.state_dict())                    # same keys, shapes: strict load
@@ -33,7 +33,7 @@ def test_seqpool_cvt_state_dict_and_outputs():
 
 
 def test_seqpool_mean_fixes_the_axis():
-    original = pytest.importorskip("seqpool")
+    original = import_original("seqpool", "seqpool")
     x = torch.randn(3, 17, 32)
     assert original.MeanSeqPool()(x).shape == (3, 17)            # the original's bug: mean of the embedding
     close(seqpool.MeanSeqPool()(x), x.mean(1), 1e-6)            # seqops: mean over the sequence
@@ -45,7 +45,7 @@ SMALL = dict(input_size=64, channels=16, dim_d=8, dim_k=12, dim_ff=32, nhead=2, 
 
 
 def test_linformer_readme_model_loads_original_weights():
-    original = pytest.importorskip("linformer_pytorch")
+    original = import_original("linformer_pytorch", "linformer-pytorch")
     torch.manual_seed(0)
     theirs = original.Linformer(**SMALL).double().eval()
     ours = linformer_pytorch.Linformer(**SMALL, dtype=F64).eval()
@@ -56,7 +56,7 @@ def test_linformer_readme_model_loads_original_weights():
 
 @pytest.mark.parametrize("sharing", ["none", "headwise", "kv"])
 def test_linformer_lm_loads_original_weights(sharing):
-    original = pytest.importorskip("linformer_pytorch")
+    original = import_original("linformer_pytorch", "linformer-pytorch")
     kwargs = dict(num_tokens=20, input_size=32, channels=16, dim_k=8, nhead=2, depth=2, dim_ff=24,
                   parameter_sharing=sharing, emb_dim=12)
     theirs = original.LinformerLM(**kwargs).double().eval()
@@ -67,7 +67,7 @@ def test_linformer_lm_loads_original_weights(sharing):
 
 
 def test_linformer_original_causal_leaks_ours_does_not():
-    original = pytest.importorskip("linformer_pytorch")
+    original = import_original("linformer_pytorch", "linformer-pytorch")
     kwargs = dict(num_tokens=20, input_size=32, channels=16, dim_k=8, nhead=2, depth=1, dim_ff=24, causal=True)
     theirs = original.LinformerLM(**kwargs).eval()
     ours = linformer_pytorch.LinformerLM(**kwargs).eval()
@@ -79,7 +79,7 @@ def test_linformer_original_causal_leaks_ours_does_not():
 
 
 def test_linformer_original_causal_convolution_crashes():
-    original = pytest.importorskip("linformer_pytorch")
+    original = import_original("linformer_pytorch", "linformer-pytorch")
     kwargs = dict(input_size=10, channels=8, dim_k=4, nhead=2, dim_ff=12, depth=2, method="convolution",
                   parameter_sharing="none", causal=True)
     with pytest.raises(RuntimeError, match="must match the size"):   # 5 windows vs its (10, 4) mask
@@ -90,7 +90,7 @@ def test_linformer_original_causal_convolution_crashes():
 # ----------------------------------------------------------------------------- positional-embeddings-pytorch
 
 def test_positional_t5_loads_original_weights_and_fixes_max_distance():
-    original = pytest.importorskip("positional_embeddings_pytorch")
+    original = import_original("positional_embeddings_pytorch", "positional-embeddings-pytorch")
     q, k = torch.randn(2, 4, 9, 8, dtype=F64), torch.randn(2, 4, 300, 8, dtype=F64)
     theirs = original.T5PositionalEmbedding(num_heads=4).double()
     ours = positional_embeddings_pytorch.T5PositionalEmbedding(num_heads=4).double()
@@ -107,7 +107,7 @@ def test_positional_t5_loads_original_weights_and_fixes_max_distance():
 
 
 def test_positional_sinusoidal_matches_original_table():
-    original = pytest.importorskip("positional_embeddings_pytorch")
+    original = import_original("positional_embeddings_pytorch", "positional-embeddings-pytorch")
     theirs = original.SinusoidalPositionalEmbedding(embed_dim=16, max_length=32, padding_idx=1)
     ours = positional_embeddings_pytorch.SinusoidalPositionalEmbedding(embed_dim=16, max_length=32, padding_idx=1)
     positions = torch.tensor([[1, 2, 3, 4, 5], [1, 1, 2, 3, 4]])   # fairseq: real tokens from padding_idx + 1
@@ -116,7 +116,7 @@ def test_positional_sinusoidal_matches_original_table():
 
 
 def test_positional_original_breakage_that_seqops_fixes():
-    original = pytest.importorskip("positional_embeddings_pytorch")
+    original = import_original("positional_embeddings_pytorch", "positional-embeddings-pytorch")
     with pytest.raises(RecursionError):                            # PyPI 0.0.1 as HEAD: __getattr__ recursion
         original.LearnedPositionalEmbedding(max_length=16, embed_dim=8, padding_idx=0)
     positional_embeddings_pytorch.LearnedPositionalEmbedding(max_length=16, embed_dim=8, padding_idx=0)
@@ -132,20 +132,6 @@ def test_positional_original_breakage_that_seqops_fixes():
 
 # ----------------------------------------------------------------------------- labml_nn compressive
 
-def labml_modules():
-    try:
-        from labml import tracker
-        if not hasattr(tracker, "debug"):  # labml-nn 0.5.1 calls it; labml 0.5.3 lacks it
-            tracker.debug = lambda *args, **kwargs: None
-        compressive = importlib.import_module("labml_nn.transformers.compressive")
-        xl = importlib.import_module("labml_nn.transformers.xl")
-        ff = importlib.import_module("labml_nn.transformers.feed_forward")
-        utils = importlib.import_module("labml_nn.transformers.utils")
-    except Exception as e:  # noqa: BLE001 -- any import failure means "not available"
-        pytest.skip(f"labml_nn not importable: {e}")
-    return compressive, xl.RelativeMultiHeadAttention, ff.FeedForward, utils.subsequent_mask
-
-
 def build(ns_compressive, attention, feed_forward, d=16, heads=4, d_ff=32, rate=2, n_layers=2):
     """experiment.py's autoregressive_model construction, for either namespace."""
     c = ns_compressive
@@ -156,7 +142,7 @@ def build(ns_compressive, attention, feed_forward, d=16, heads=4, d_ff=32, rate=
 
 
 def test_labml_weights_load_and_outputs_match():
-    compressive, LabmlAttention, LabmlFeedForward, subsequent_mask = labml_modules()
+    compressive, LabmlFeedForward, LabmlAttention, subsequent_mask = labml_modules()
     theirs = build(compressive, LabmlAttention, LabmlFeedForward).double()
     with torch.no_grad():                  # labml's layers start as identical copies: make them differ
         for p in theirs.parameters():
@@ -183,7 +169,7 @@ def test_labml_weights_load_and_outputs_match():
 
 
 def test_labml_differences_that_seqops_fixes():
-    compressive, LabmlAttention, LabmlFeedForward, _ = labml_modules()
+    compressive, LabmlFeedForward, LabmlAttention, _ = labml_modules()
     theirs = build(compressive, LabmlAttention, LabmlFeedForward)
     ours = build(labml_compressive, labml_compressive.RelativeMultiHeadAttention, labml_compressive.FeedForward)
     w = lambda model, i: model.layers[i].feed_forward.layer1.weight  # noqa: E731

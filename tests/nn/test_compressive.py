@@ -7,8 +7,8 @@ import warnings
 
 import pytest
 import torch
-from grad_check import assert_gradients_match
-from originals import missing
+from support.grad_check import assert_gradients_match
+from support.originals import labml_modules
 from support import DEVICES
 
 from seqops import reference
@@ -51,25 +51,6 @@ def hand_built_labml_state_dict(d_model=16, heads=4, d_ff=32, rate=2, P=4096, dt
         "norm_ff.weight": (d_model,), "norm_ff.bias": (d_model,),
     }
     return {k: torch.randn(s, dtype=dtype) * 0.5 for k, s in shapes.items()}
-
-
-def labml():
-    """labml_nn's compressive modules (pip install --no-deps labml-nn labml); a missing package
-    skips (fails under SEQOPS_REQUIRE_ORIGINALS=1), any other import error fails."""
-    try:
-        from labml import tracker
-    except ImportError as e:
-        missing("labml (labml)", e)
-    if not hasattr(tracker, "debug"):  # labml-nn 0.5.1 calls it; labml 0.5.3 lacks it
-        tracker.debug = lambda *args, **kwargs: None
-    try:
-        from labml_nn.transformers import compressive
-        from labml_nn.transformers.feed_forward import FeedForward
-        from labml_nn.transformers.utils import subsequent_mask
-        from labml_nn.transformers.xl.relative_mha import RelativeMultiHeadAttention as LabmlAttention
-    except ImportError as e:
-        missing("labml-nn (labml_nn)", e)
-    return compressive, FeedForward, LabmlAttention, subsequent_mask
 
 
 # ----------------------------------------------------------------------------- memory
@@ -240,7 +221,7 @@ def test_attention_module_forward_matches_fused_key_value_path():
 # ----------------------------------------------------------------------------- against labml_nn
 
 def _labml_layer(d_model, heads, d_ff, rate):
-    compressive, FeedForward, LabmlAttention, _ = labml()
+    compressive, FeedForward, LabmlAttention, _ = labml_modules()
     layer = compressive.CompressiveTransformerLayer(
         d_model=d_model, self_attn=LabmlAttention(heads, d_model, 0.0),
         feed_forward=FeedForward(d_model, d_ff, 0.0), dropout_prob=0.0,
@@ -270,7 +251,7 @@ class LossModule(torch.nn.Module):
 
 
 def test_labml_attention_module_matches():
-    _, _, LabmlAttention, subsequent_mask = labml()
+    _, _, LabmlAttention, subsequent_mask = labml_modules()
     theirs = LabmlAttention(4, 16, 0.0).double()
     with torch.no_grad():
         for p in theirs.parameters():
@@ -289,7 +270,7 @@ def test_labml_attention_module_matches():
 
 
 def test_labml_layer_and_transformer_outputs_match():
-    compressive, _, _, subsequent_mask = labml()
+    compressive, _, _, subsequent_mask = labml_modules()
     theirs = compressive.CompressiveTransformer(_labml_layer(16, 4, 32, 2), 2).double()
     with torch.no_grad():  # labml's copies start identical: make them differ
         for p in theirs.parameters():

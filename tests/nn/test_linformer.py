@@ -14,8 +14,8 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from grad_check import assert_gradients_match
-from originals import import_original
+from support.grad_check import assert_gradients_match
+from support.originals import import_original
 
 from seqops.nn import (LinearAttentionHead, Linformer, LinformerEncDec, LinformerLM, MHAttention, Padder,
                        Visualizer, get_EF, load_linformer_pytorch)

@@ -6,7 +6,7 @@ import io
 import pytest
 import torch
 import torch.nn.functional as F
-from grad_check import assert_gradients_match
+from support.grad_check import assert_gradients_match
 from support import random_mask
 
 from seqops import reference

@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from grad_check import assert_gradients_match
+from support.grad_check import assert_gradients_match
 from support import DEVICES, LOW_PRECISION_CASES, check_low_precision, random_mask
 
 import seqops
