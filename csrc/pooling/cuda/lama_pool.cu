@@ -181,21 +181,18 @@ std::pair<at::Tensor, at::Tensor> lama_scores(const PoolShape& s, const LamaOpti
 struct CudaLamaPool {
 static std::tuple<at::Tensor, at::Tensor> lama_pool(const LamaOperands& in) {
   const PoolShape& s = in.s;
-  const LamaOptions& o = in.o;
-  const at::Tensor &x = in.x, &xc = in.x, &pc = in.p, &qc = in.q;
-  const auto& m = in.mask;
-  const auto acc = in.acc;
+  const at::Tensor& x = in.x;
   const DeviceGuard guard(x.device());
   const int64_t B = s.batch, H = s.heads;
   if (B == 0)
     return {at::empty({0, H, s.dim}, x.options()), at::empty({0, H, s.length}, x.options())};
 
-  const auto [kept, inv_count] = kept_counts(s, x, m, acc);
-  const auto dots = row_dots(xc, at::cat({qc, pc}, 0), m);  // (B, 2H, L): [u; p_h . x_t]
+  const auto [kept, inv_count] = kept_counts(s, x, in.mask, in.acc);
+  const auto dots = row_dots(x, at::cat({in.q, in.p}, 0), in.mask);  // (B, 2H, L): [u; p_h . x_t]
   const auto u = dots.narrow(1, 0, H).contiguous();
   const auto g = (dots.narrow(1, H, H).sum(-1) * inv_count.unsqueeze(1)).contiguous();  // p_h . c
-  const auto [ahat, weights] = lama_scores(s, o, u, g, m, kept);
-  const auto pooled = weighted_rows(weights, xc, m);  // (B, H, D)
+  const auto [ahat, weights] = lama_scores(s, in.o, u, g, in.mask, kept);
+  const auto pooled = weighted_rows(weights, x, in.mask);  // (B, H, D)
   return {pooled.to(x.scalar_type()), weights.to(x.scalar_type())};
 }
 
