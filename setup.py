@@ -31,7 +31,7 @@ DEFAULT_CUDA_ARCHS = "8.0;9.0+PTX"
 
 # The vector-primitive file is compiled once per CPU ISA into its own namespace
 # (seqops::cpu::<ISA>), and the fastest one the running CPU supports is picked at run time.
-ISA_SOURCE = "csrc/cpu/vector_primitives.cpp"
+ISA_SOURCE = "csrc/common/cpu/vector_primitives.cpp"
 IS_X86 = platform.machine().lower() in ("x86_64", "amd64")
 CPU_ISAS = {"DEFAULT": []}
 if IS_X86:
@@ -87,24 +87,27 @@ def make_extension():
     # -fopenmp: at::parallel_for is an inline OpenMP loop; without it every kernel runs serially.
     cxx = ["-std=c++20", "-fopenmp", "-Wall", "-Wno-unused-function", "-Wno-psabi"] + opt
     cxx += ["-DCPU_ISA_" + isa for isa in CPU_ISAS]  # which ISA namespaces exist
+    # One folder per op family (csrc/<family>/{cpu,cuda}/) plus csrc/common/; includes are
+    # written from csrc/ ("common/checks.h", "attention/attention.h").
     sources = [s for s in glob.glob("csrc/**/*.cpp", recursive=True) if s != ISA_SOURCE]
     macros = [("SEQOPS_PYTHON_MODULE", None)]
     archs = []
     if with_cuda:
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCHS)
         archs = os.environ["TORCH_CUDA_ARCH_LIST"].replace(" ", ";").split(";")
-        sources += glob.glob("csrc/cuda/*.cu")
+        sources += glob.glob("csrc/**/*.cu", recursive=True)
         macros.append(("SEQOPS_WITH_CUDA", None))
         nvcc = ["-std=c++20", "--expt-relaxed-constexpr", "-lineinfo"] + opt
         ext = cpp_extension.CUDAExtension(
-            "seqops._C", sources, include_dirs=[os.path.join(ROOT, "csrc/include")],
+            "seqops._C", sources, include_dirs=[os.path.join(ROOT, "csrc")],
             define_macros=macros, extra_compile_args={"cxx": cxx, "nvcc": nvcc},
             extra_link_args=["-fopenmp"])
     else:
-        # The CUDA helper .cpp (stream, device guard) only builds with a CUDA torch.
-        sources = [s for s in sources if not s.startswith("csrc/cuda/")]
+        # The CUDA helper .cpp (stream, device guard) only builds with a CUDA torch: every
+        # csrc/**/cuda/ folder is left out.
+        sources = [s for s in sources if "cuda" not in s.split(os.sep)[:-1]]
         ext = cpp_extension.CppExtension(
-            "seqops._C", sources, include_dirs=[os.path.join(ROOT, "csrc/include")],
+            "seqops._C", sources, include_dirs=[os.path.join(ROOT, "csrc")],
             define_macros=macros, extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"])
     write_build_info(with_cuda, archs)
     return ext

@@ -169,7 +169,7 @@ _M32 = 0xFFFFFFFF
 
 def philox4x32_10(counter: Tuple[int, int, int, int], key: Tuple[int, int]) -> List[int]:
     """Philox-4x32-10 (Salmon et al., SC 2011) on Python ints: four 32-bit words from a 4-word
-    counter and a 2-word key. The kernels' dropout stream (csrc/include/seqops/philox.h)."""
+    counter and a 2-word key. The kernels' dropout stream (csrc/common/philox.h)."""
     c, (k0, k1) = list(counter), key
     for _ in range(10):
         p0, p1 = 0xD2511F53 * c[0], 0xCD9E8D57 * c[2]

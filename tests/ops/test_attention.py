@@ -4,7 +4,7 @@ import torch
 
 from seqops import reference as ref
 from seqops.ops import attention, attention_with_lse
-from seqops.ops_dropout import dropout_rng
+from seqops.ops import dropout_rng
 
 from support import DEVICES, LOW_PRECISION_CASES, check_low_precision, noncontiguous, random_mask
 

@@ -7,7 +7,7 @@ from support import DEVICES, LOW_PRECISION_CASES, noncontiguous
 import seqops
 from seqops import reference
 from seqops.nn import Dropout
-from seqops.ops_dropout import dropout_rng
+from seqops.ops import dropout_rng
 
 F64 = torch.float64
 RNG = torch.tensor([0x0123456789ABCDEF, -77], dtype=torch.int64)

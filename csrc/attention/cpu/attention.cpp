@@ -1,0 +1,368 @@
+// attention on CPU: a flash-style kernel, one template over the score policies of
+// attention_policies.h.
+//
+// Forward: tasks (batch, q head, block of queries) in parallel (tiles: tile_shape). For each
+// block of keys: S = qs K^T (ATen GEMM), the policy's term, the masks, an online-softmax update
+// of the running max / sum and O += P V (GEMM). Nothing of size Lq x Lk is ever allocated.
+// Backward: tasks (batch, k head) so every gradient buffer has a single writer (deterministic,
+// no atomics); each recomputes P = exp(S - lse) tile by tile (FlashAttention-2's backward).
+// bfloat16 inputs run in float32 (converted once; O(L d) memory).
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <limits>
+
+#include "attention/cpu/attention_policies.h"
+#include "attention/entry.h"
+#include "attention/score_tables.h"
+
+namespace seqops::cpu {
+namespace {
+
+using namespace attention;
+
+template <typename A>
+constexpr A kNegInf = -std::numeric_limits<A>::infinity();
+
+// The inputs in the compute type A, contiguous, plus the masks every policy shares.
+template <typename A>
+struct Operands {
+  at::Tensor q, k, v;
+  at::Tensor key_keep;  // (B, Lk) bool, contiguous: True where a key may be attended; or undefined
+  const A* q_data() const { return q.data_ptr<A>(); }
+  const A* k_data() const { return k.data_ptr<A>(); }
+  const A* v_data() const { return v.data_ptr<A>(); }
+};
+
+template <typename A>
+Operands<A> make_operands(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                          const AttentionOptions& s) {
+  const auto dt = c10::CppTypeToScalarType<A>::value;
+  Operands<A> o{q.to(dt).contiguous(), k.to(dt).contiguous(), v.to(dt).contiguous(), {}};
+  if (s.key_padding_mask) o.key_keep = s.key_padding_mask->contiguous();
+  return o;
+}
+
+// Per-row keep factors of attention dropout (0 or 1 / (1 - p)), from the shared Philox stream.
+template <typename A>
+void dropout_factors(const VectorPrimitives<A>& vp, const AttentionArgs& a, int64_t bh, int64_t i,
+                     int64_t j0, int64_t cols, A* out) {
+  vp.attention_dropout_row(a.dropout_seed, a.dropout_offset, bh, i, j0, cols,
+                           static_cast<float>(1.0 - a.dropout_p),
+                           A(1) / (A(1) - static_cast<A>(a.dropout_p)), out);
+}
+
+// The tile-level logic forward and backward share.
+template <typename A, typename Policy>
+struct TileScorer {
+  const AttentionArgs& a;
+  const Operands<A>& ops;
+  Policy& policy;
+  const VectorPrimitives<A>& vp;
+
+  // Keys a query row may see inside the tile: [0, visible) (the causal limit); the rest of the
+  // row is set to -inf.
+  int64_t visible(const Tile<A>& t, int64_t i) const {
+    if (!a.causal) return t.cols;
+    const int64_t last = t.i0 + i + a.causal_shift();  // last visible key
+    return std::clamp<int64_t>(last - t.j0 + 1, 0, t.cols);
+  }
+
+  // Last key (exclusive) any query of block [i0, i0 + ni) may see.
+  int64_t key_end(int64_t i0, int64_t ni) const {
+    if (!a.causal) return a.len_k;
+    return std::clamp<int64_t>(i0 + ni + a.causal_shift(), 0, a.len_k);
+  }
+
+  // S = qs K^T + term, masked.
+  void scores(typename Policy::Workspace& ws, int64_t b, int64_t h, const A* qs, const Tile<A>& t) {
+    const int64_t hk = h / (a.heads_q / a.heads_k);
+    const A* K = ops.k_data() + ((b * a.heads_k + hk) * a.len_k + t.j0) * a.dim;
+    gemm(t.s, t.ld, qs, a.dim, false, K, a.dim, true, t.rows, t.cols, a.dim, false);
+    policy.add_scores(ws, b, h, t);
+    const bool* keep = ops.key_keep.defined() ? ops.key_keep.template data_ptr<bool>() + b * a.len_k + t.j0 : nullptr;
+    for (int64_t i = 0; i < t.rows; ++i) {
+      A* s = t.row(i);
+      // A select, not an add of -inf: a NaN or +inf score at a masked key must not leak into the row.
+      if (keep)
+        for (int64_t j = 0; j < t.cols; ++j) s[j] = keep[j] ? s[j] : kNegInf<A>;
+      std::fill(s + visible(t, i), s + t.cols, kNegInf<A>);
+    }
+  }
+};
+
+template <typename A, typename Policy>
+void forward_kernel(const AttentionArgs& a, const Operands<A>& ops, Policy& policy, A* out, A* lse) {
+  const auto& vp = vector_primitives<A>();
+  const auto [bq, bk] = tile_shape(a.len_q, a.len_k);
+  const int64_t blocks_q = (a.len_q + bq - 1) / bq;
+  const int64_t d = a.dim, dv = a.dim_v;
+  at::parallel_for(0, a.batch * a.heads_q * blocks_q, 1, [&](int64_t begin, int64_t end) {
+    TileScorer<A, Policy> scorer{a, ops, policy, vp};
+    typename Policy::Workspace ws(policy);
+    Block<A> qs(bq, d), S(bq, bk), O(bq, dv), drop(1, bk);
+    std::vector<A> m(bq), l(bq);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t bh = task / blocks_q, i0 = (task % blocks_q) * bq;
+      const int64_t b = bh / a.heads_q, h = bh % a.heads_q;
+      const int64_t hk = h / (a.heads_q / a.heads_k);
+      const int64_t ni = std::min(bq, a.len_q - i0);
+      policy.prepare_query(ws, b, h, i0, ni, d, ops.q_data() + (bh * a.len_q + i0) * d, qs.data.data());
+      std::fill(m.begin(), m.end(), kNegInf<A>);
+      std::fill(l.begin(), l.end(), A(0));
+      std::fill(O.data.begin(), O.data.end(), A(0));
+      const A* V = ops.v_data() + (b * a.heads_k + hk) * a.len_k * dv;
+      for (int64_t j0 = 0, j_end = scorer.key_end(i0, ni); j0 < j_end; j0 += bk) {
+        const Tile<A> t{S.data.data(), S.ld, i0, ni, j0, std::min(bk, a.len_k - j0)};
+        scorer.scores(ws, b, h, qs.data.data(), t);
+        for (int64_t i = 0; i < ni; ++i) {
+          A* s = t.row(i);
+          const A m_new = std::max(m[i], vp.row_max(s, t.cols));
+          if (m_new == kNegInf<A>) {  // nothing visible yet: this tile adds nothing
+            std::fill(s, s + t.cols, A(0));
+            continue;
+          }
+          const A alpha = std::exp(m[i] - m_new);
+          l[i] = l[i] * alpha + vp.exp_sum(s, t.cols, m_new);
+          if (alpha != A(1)) vp.scale(O.row(i), alpha, dv);
+          m[i] = m_new;
+          if (a.dropout_p > 0) {
+            dropout_factors(vp, a, bh, i0 + i, j0, t.cols, drop.data.data());
+            for (int64_t j = 0; j < t.cols; ++j) s[j] *= drop.data[j];
+          }
+        }
+        gemm(O.data.data(), dv, t.s, t.ld, false, V + j0 * dv, dv, false, ni, dv, t.cols, true);
+      }
+      for (int64_t i = 0; i < ni; ++i) {
+        A* o = out + (bh * a.len_q + i0 + i) * dv;
+        const A inv = l[i] > 0 ? A(1) / l[i] : A(0);
+        for (int64_t e = 0; e < dv; ++e) o[e] = O.row(i)[e] * inv;
+        lse[bh * a.len_q + i0 + i] = l[i] > 0 ? m[i] + std::log(l[i]) : kNegInf<A>;
+      }
+    }
+  });
+}
+
+template <typename A, typename Policy>
+void backward_kernel(const AttentionArgs& a, const Operands<A>& ops, Policy& policy,
+                     const A* grad_out, const A* out, const A* lse, A* dq, A* dk, A* dv_out) {
+  const auto& vp = vector_primitives<A>();
+  const int64_t group = a.heads_q / a.heads_k;
+  const int64_t d = a.dim, dv = a.dim_v;
+  const auto [bq, bk] = tile_shape(a.len_q, a.len_k);
+  at::parallel_for(0, a.batch * a.heads_k, 1, [&](int64_t begin, int64_t end) {
+    TileScorer<A, Policy> scorer{a, ops, policy, vp};
+    typename Policy::Workspace ws(policy);
+    Block<A> qs(bq, d), P(bq, bk), dP(bq, bk), drop(bq, bk), dqc(bq, d);
+    std::vector<A> D(bq);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / a.heads_k, hk = task % a.heads_k;
+      const A* K = ops.k_data() + task * a.len_k * d;
+      const A* V = ops.v_data() + task * a.len_k * dv;
+      A* dK = dk + task * a.len_k * d;
+      A* dV = dv_out + task * a.len_k * dv;
+      for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
+        const int64_t bh = b * a.heads_q + h;
+        for (int64_t i0 = 0; i0 < a.len_q; i0 += bq) {
+          const int64_t ni = std::min(bq, a.len_q - i0);
+          const int64_t row0 = bh * a.len_q + i0;
+          const A* dO = grad_out + row0 * dv;
+          policy.prepare_query(ws, b, h, i0, ni, d, ops.q_data() + row0 * d, qs.data.data());
+          for (int64_t i = 0; i < ni; ++i)  // D_i = dO_i . O_i = sum_j P_ij dP_ij
+            D[i] = vp.dot_acc(dO + i * dv, out + (row0 + i) * dv, dv);
+          std::fill(dqc.data.begin(), dqc.data.end(), A(0));
+          for (int64_t j0 = 0, j_end = scorer.key_end(i0, ni); j0 < j_end; j0 += bk) {
+            const int64_t nj = std::min(bk, a.len_k - j0);
+            const Tile<A> t{P.data.data(), P.ld, i0, ni, j0, nj};
+            scorer.scores(ws, b, h, qs.data.data(), t);
+            for (int64_t i = 0; i < ni; ++i) {
+              const A m = lse[row0 + i];
+              if (m == kNegInf<A>) std::fill(t.row(i), t.row(i) + nj, A(0));
+              else vp.exp_sum(t.row(i), nj, m);  // P = exp(S - lse)
+            }
+            // With dropout, dV and dP see the dropped probabilities: each row's keep factors M
+            // are drawn once, scale dP, then turn into P * M for dV (the P row itself stays
+            // intact for the softmax backward).
+            gemm(dP.data.data(), dP.ld, dO, dv, false, V + j0 * dv, dv, true, ni, nj, dv, false);
+            for (int64_t i = 0; i < ni; ++i) {
+              A* g = dP.row(i);
+              if (a.dropout_p > 0) {
+                A* f = drop.row(i);
+                dropout_factors(vp, a, bh, i0 + i, j0, nj, f);
+                for (int64_t j = 0; j < nj; ++j) {
+                  g[j] *= f[j];
+                  f[j] *= t.row(i)[j];
+                }
+              }
+              vp.softmax_grad(g, t.row(i), D[i], nj);  // dS = P (dP - D)
+            }
+            const A* Pv = a.dropout_p > 0 ? drop.data.data() : t.s;
+            gemm(dV + j0 * dv, dv, Pv, P.ld, true, dO, dv, false, nj, dv, ni, true);
+            const Tile<A> dS{dP.data.data(), dP.ld, i0, ni, j0, nj};
+            policy.grad_scores(ws, b, h, dS);
+            gemm(dqc.data.data(), d, dS.s, dS.ld, false, K + j0 * d, d, false, ni, d, nj, true);
+            gemm(dK + j0 * d, d, dS.s, dS.ld, true, qs.data.data(), d, false, nj, d, ni, true);
+          }
+          policy.finish_query_grad(ws, b, h, i0, ni, d, dqc.data.data(), dq + row0 * d);
+        }
+      }
+    }
+  });
+}
+
+// ----------------------------------------------------------------------------- policies
+
+template <typename A>
+at::TensorOptions compute_options(const at::Tensor& q) {
+  return q.options().dtype(c10::CppTypeToScalarType<A>::value);
+}
+
+// A policy with the fields every policy has (the scale, the vector primitives) filled in.
+template <template <typename> class Policy, typename A>
+Policy<A> new_policy(const AttentionArgs& a) {
+  Policy<A> p;
+  p.scale = static_cast<A>(a.scale);
+  p.vp = &vector_primitives<A>();
+  return p;
+}
+
+template <typename A>
+RelativeBias<A> make_relative_bias(const AttentionArgs& a, const at::Tensor& q,
+                                   const AttentionOptions& s, bool training) {
+  auto p = new_policy<RelativeBias, A>(a);
+  p.len_q = a.len_q;
+  p.kind = a.policy;
+  const auto opts = compute_options<A>(q);
+  if (a.policy == ScorePolicy::T5) {
+    p.param = *s.t5_table;
+    p.buckets = t5_buckets(a, q.device());
+    p.table = t5_relative_table(p.param, p.buckets, opts.dtype().toScalarType());
+  } else {
+    p.param = *s.alibi_slopes;
+    p.distance = alibi_distance(a, opts);
+    p.table = (p.param.to(opts).unsqueeze(1) * p.distance.unsqueeze(0)).contiguous();
+  }
+  if (training) p.grad = at::zeros({a.batch, a.heads_q, a.num_relative()}, opts);
+  return p;
+}
+
+template <typename A>
+DenseBias<A> make_dense_bias(const AttentionArgs& a, const at::Tensor& q, const AttentionOptions& s,
+                             bool bias_grad) {
+  auto p = new_policy<DenseBias, A>(a);
+  const at::Tensor& bias = *s.bias;
+  at::Tensor e = bias.to(compute_options<A>(q)).expand({a.batch, a.heads_q, a.len_q, a.len_k});
+  if (e.stride(3) > 1) e = e.contiguous();  // rows must be contiguous or broadcast
+  p.bias = e;
+  p.sb = e.stride(0); p.sh = e.stride(1); p.si = e.stride(2); p.sj = e.stride(3);
+  p.bias_shape = bias.sizes();
+  p.bias_dtype = bias.scalar_type();
+  // Zero-filled: causally skipped tiles are never written.
+  if (bias_grad) p.grad = at::zeros({a.batch, a.heads_q, a.len_q, a.len_k}, compute_options<A>(q));
+  return p;
+}
+
+template <typename A>
+RelativeKeys<A> make_relative_keys(const AttentionArgs& a, const at::Tensor& q,
+                                   const AttentionOptions& s, bool training) {
+  auto p = new_policy<RelativeKeys, A>(a);
+  const auto opts = compute_options<A>(q);
+  p.heads = a.heads_q;
+  p.d = a.dim;
+  p.rel_len = a.rel_len;
+  p.tiles = tile_shape(a.len_q, a.len_k);
+  p.n_shift = a.rel_zero - a.query_offset;
+  p.R = s.rel_keys->to(opts).contiguous();
+  p.R_dtype = s.rel_keys->scalar_type();
+  p.has_S = s.rel_scores.has_value();
+  if (p.has_S) {
+    p.S_scaled = (s.rel_scores->to(opts).t() * a.scale).contiguous();
+    p.S_dtype = s.rel_scores->scalar_type();
+  }
+  p.has_u = s.content_bias.has_value();
+  p.has_v = s.position_bias.has_value();
+  p.u = p.has_u ? s.content_bias->to(opts).contiguous() : at::zeros({a.heads_q, a.dim}, opts);
+  p.v = p.has_v ? s.position_bias->to(opts).contiguous() : at::zeros({a.heads_q, a.dim}, opts);
+  if (p.has_u) p.u_dtype = s.content_bias->scalar_type();
+  if (p.has_v) p.v_dtype = s.position_bias->scalar_type();
+  if (training) {
+    p.dR = at::zeros({a.batch, a.rel_len, a.heads_q, a.dim}, opts);
+    if (p.has_S) p.dS = at::zeros({a.batch, a.heads_q, a.rel_len}, opts);
+    p.du = at::zeros({a.batch, a.heads_q, a.dim}, opts);
+    p.dv = at::zeros({a.batch, a.heads_q, a.dim}, opts);
+  }
+  return p;
+}
+
+// Builds the policy the arguments select and runs fn(policy).
+template <typename A, typename Fn>
+void with_policy(const AttentionArgs& a, const at::Tensor& q, const AttentionOptions& s,
+                 bool training, bool bias_grad, Fn&& fn) {
+  switch (a.policy) {
+    case ScorePolicy::None: { auto p = new_policy<NoTerm, A>(a); fn(p); break; }
+    case ScorePolicy::DenseBias: { auto p = make_dense_bias<A>(a, q, s, bias_grad); fn(p); break; }
+    case ScorePolicy::T5:
+    case ScorePolicy::Alibi: { auto p = make_relative_bias<A>(a, q, s, training); fn(p); break; }
+    case ScorePolicy::RelativeKeys: { auto p = make_relative_keys<A>(a, q, s, training); fn(p); break; }
+  }
+}
+
+// float64 runs in double; float32 and bfloat16 in float.
+template <typename Fn>
+void dispatch_compute_type(const at::Tensor& q, Fn&& fn) {
+  if (q.scalar_type() == at::kDouble) fn(double{});
+  else fn(float{});
+}
+
+struct CpuAttention {
+  static std::tuple<at::Tensor, at::Tensor> forward(const AttentionArgs& a, const at::Tensor& q,
+                                                    const at::Tensor& k, const at::Tensor& v,
+                                                    const AttentionOptions& s) {
+    at::Tensor out, lse;
+    dispatch_compute_type(q, [&](auto zero) {
+      using A = decltype(zero);
+      const Operands<A> ops = make_operands<A>(q, k, v, s);
+      const auto opts = compute_options<A>(q);
+      at::Tensor out_acc = at::empty({a.batch, a.heads_q, a.len_q, a.dim_v}, opts);
+      lse = at::empty({a.batch, a.heads_q, a.len_q}, opts);
+      with_policy<A>(a, q, s, false, false, [&](auto& policy) {
+        forward_kernel<A>(a, ops, policy, out_acc.data_ptr<A>(), lse.data_ptr<A>());
+      });
+      out = out_acc.to(q.scalar_type());
+    });
+    return {out, lse};
+  }
+
+  static AttentionGrads backward(const AttentionArgs& a, const at::Tensor& grad_out,
+                                 const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                 const at::Tensor& out, const at::Tensor& lse,
+                                 const AttentionOptions& s, bool bias_grad) {
+    AttentionGrads g;
+    dispatch_compute_type(q, [&](auto zero) {
+      using A = decltype(zero);
+      const Operands<A> ops = make_operands<A>(q, k, v, s);
+      const auto opts = compute_options<A>(q);
+      const at::Tensor go = grad_out.to(opts).contiguous(), o = out.to(opts).contiguous();
+      const at::Tensor l = lse.contiguous();
+      at::Tensor dq = at::empty_like(ops.q), dk = at::zeros_like(ops.k), dv = at::zeros_like(ops.v);
+      with_policy<A>(a, q, s, true, bias_grad, [&](auto& policy) {
+        backward_kernel<A>(a, ops, policy, go.data_ptr<A>(), o.data_ptr<A>(), l.data_ptr<A>(),
+                           dq.data_ptr<A>(), dk.data_ptr<A>(), dv.data_ptr<A>());
+        policy.collect(g);
+      });
+      g.q = dq.to(q.scalar_type());
+      g.k = dk.to(k.scalar_type());
+      g.v = dv.to(v.scalar_type());
+    });
+    return g;
+  }
+};
+
+}  // namespace
+}  // namespace seqops::cpu
+
+TORCH_LIBRARY_IMPL(seqops, CPU, m) {
+  m.impl("attention", &seqops::attention_forward_entry<seqops::cpu::CpuAttention>);
+  m.impl("attention_backward", &seqops::attention_backward_entry<seqops::cpu::CpuAttention>);
+}

@@ -1,0 +1,43 @@
+// Host-side tables and gradient reductions of the T5 and ALiBi score policies (score_tables.h).
+#include "attention/score_tables.h"
+
+#include "attention/relative_position.h"
+
+namespace seqops {
+
+at::Tensor t5_buckets(const AttentionArgs& a, const at::Device& device) {
+  auto buckets = at::empty({a.num_relative()}, at::kLong);
+  int64_t* bp = buckets.data_ptr<int64_t>();
+  for (int64_t n = 0; n < a.num_relative(); ++n)
+    bp[n] = t5_bucket(a.r_min() + n, a.t5_bidirectional, a.t5_num_buckets, a.t5_max_distance);
+  return buckets.to(device);
+}
+
+at::Tensor t5_relative_table(const at::Tensor& t5_table, const at::Tensor& buckets,
+                             at::ScalarType dtype) {
+  return t5_table.to(dtype).index_select(1, buckets).contiguous();
+}
+
+at::Tensor alibi_distance(const AttentionArgs& a, const at::TensorOptions& options) {
+  return at::arange(a.r_min(), a.r_min() + a.num_relative(), options.dtype(at::kLong))
+      .abs()
+      .neg()
+      .to(options);
+}
+
+at::Tensor index_add_bucket_sum(const at::Tensor& per_r, const at::Tensor& buckets,
+                                int64_t num_buckets) {
+  return at::zeros({per_r.size(0), num_buckets}, per_r.options()).index_add_(1, buckets, per_r);
+}
+
+at::Tensor t5_table_grad(const at::Tensor& per_r, const at::Tensor& buckets,
+                         const at::Tensor& t5_table, BucketSum bucket_sum) {
+  return bucket_sum(per_r, buckets, t5_table.size(1)).to(t5_table.scalar_type());
+}
+
+at::Tensor alibi_slopes_grad(const at::Tensor& per_r, const at::Tensor& distance,
+                             const at::Tensor& alibi_slopes) {
+  return (per_r * distance).sum(1).to(alibi_slopes.scalar_type());
+}
+
+}  // namespace seqops
