@@ -1,7 +1,7 @@
 """Data-parallel training of a seqops language model with torch.distributed: DDP, or FSDP2
 (fully_shard) with --fsdp. gloo on CPU (nccl when CUDA is there). Each of the W ranks trains on
 its 1/W of the rows of every global batch, so the run equals single-process training on the
-global batch (tests/test_distributed.py checks it).
+global batch (tests/deploy/test_distributed.py checks it).
 
     torchrun --nproc_per_node 2 examples/train_ddp.py --model linformer --steps 5
     torchrun --nproc_per_node 2 examples/train_ddp.py --model compressive --fsdp --out params.pt

@@ -3,8 +3,7 @@ import pytest
 import torch
 
 from seqops import reference as ref
-from seqops.ops import attention, attention_with_lse
-from seqops.ops import dropout_rng
+from seqops.ops import attention, attention_with_lse, dropout_rng
 
 from support import DEVICES, LOW_PRECISION_CASES, check_low_precision, noncontiguous, random_mask
 
@@ -461,3 +460,21 @@ def test_backward_rejects_bad_saved_tensors(device):
         torch.ops.seqops.attention_backward(out, q, k, v, out, lse[:, :, :3], False)
     with pytest.raises(RuntimeError, match="bias_grad needs a bias"):
         torch.ops.seqops.attention_backward(out, q, k, v, out, lse, True)
+
+
+def test_every_option_of_the_schema_reaches_the_wrappers_and_the_reference():
+    """The options are described once (the C++ schema, read back as seqops.ops.attention's
+    OPTIONS); the typed wrappers and the reference spell them out for TorchScript and clarity,
+    so a new score option missing from any of them fails here."""
+    import inspect
+
+    from seqops.ops.attention import OPTION_NAMES, OPTIONS
+
+    assert len(OPTIONS) == len(OPTION_NAMES) >= 16
+    python_side = [n for n in OPTION_NAMES if n != "dropout_rng"]  # drawn inside the wrapper
+    for fn in (attention, attention_with_lse):
+        assert list(inspect.signature(fn).parameters)[3:] == python_side
+    reference_side = (list(inspect.signature(ref.attention_logits).parameters)[2:]
+                      + ["key_padding_mask", "causal", "dropout_p"])
+    assert sorted(reference_side) == sorted(python_side)
+    assert {o.name for o in OPTIONS if o.grad} >= {"bias", "t5_table", "alibi_slopes", "rel_keys"}
