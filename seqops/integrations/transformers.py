@@ -79,7 +79,7 @@ def _is_int(x) -> bool:
 _buckets_checked = {}
 
 
-@torch._dynamo.assume_constant_result
+@torch.compiler.assume_constant_result
 def buckets_agree(bucket_fn, num_buckets: int, max_distance: int, bidirectional: bool) -> bool:
     """Whether transformers' bucket function (float32 log) and seqops' (float64 log, as the
     kernel) give the same bucket for every relative position. Only |r| < max_distance can

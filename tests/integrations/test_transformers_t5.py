@@ -405,3 +405,17 @@ def test_register_is_idempotent_and_switching_back_restores_eager(spy):
     # the wrapped T5 methods hand on the dense bias again
     attention = model.encoder.block[0].layer[0].SelfAttention
     assert attention.compute_bias(12, 12).shape == (1, 4, 12, 12)
+
+
+def test_from_pretrained_with_attn_implementation(tmp_path, spy):
+    torch.manual_seed(0)
+    model = T5EncoderModel(t5_config()).eval()
+    model.save_pretrained(tmp_path)
+    loaded = T5EncoderModel.from_pretrained(tmp_path, attn_implementation="seqops").eval()
+    assert loaded.config._attn_implementation == "seqops"
+    ids = torch.randint(1, VOCAB, (1, 12))
+    with torch.no_grad():
+        ref = with_impl(model, "eager")(input_ids=ids).last_hidden_state
+        out = loaded(input_ids=ids).last_hidden_state
+    assert len(spy) == 2 and all(c["t5_table"] is not None for c in spy)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
