@@ -17,7 +17,7 @@ Peak memory: a fresh process per case and implementation, VmHWM above the model,
 a warm-up at n = 128 (seqops.bench.timing.peak_memory), glibc's mmap threshold pinned so that
 freed tensors go back to the OS (as benchmarks/bench_linformer.py does).
 --profile encoder:2048 (or train:2048) prints torch.profiler's top operators of one call of
-each implementation instead.
+each implementation (--impls seqops,sdpa: of those) instead.
 --quick: n = 512 / 2048, training step at 512, 2 repeats.
 """
 import argparse
@@ -80,9 +80,9 @@ def peak_in_fresh_process(kind: str, impl: str, n: int) -> int:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def profile(kind: str, n: int, rows: int = 12) -> None:
+def profile(kind: str, n: int, impls=IMPLS, rows: int = 12) -> None:
     from torch.profiler import ProfilerActivity, profile as torch_profile
-    for impl in IMPLS:
+    for impl in impls:
         run = case(kind, impl, n)
         run()
         with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -103,12 +103,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, help="timed runs per case (default 3, quick 2)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
     parser.add_argument("--profile", metavar="CASE:N", help="profile one case (encoder:N or train:N) instead")
+    parser.add_argument("--impls", default=",".join(IMPLS), help="implementations to profile (default all)")
     args = parser.parse_args()
     if not have_transformers():
         sys.exit("bench_transformers.py needs transformers>=5 (pip install seqops[hf])")
     if args.profile:
         kind, n = args.profile.split(":")
-        profile(kind, int(n))
+        profile(kind, int(n), [i for i in args.impls.split(",") if i])
         return
     parse = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731
     lengths = parse(args.lengths) if args.lengths else ([512, 2048] if args.quick else [512, 2048, 8192])
