@@ -30,7 +30,7 @@ import torch
 
 import seqops  # noqa: F401
 from seqops.bench.families import have_transformers, hf_t5
-from seqops.bench.timing import compare, markdown_table, peak_memory
+from seqops.bench.timing import compare, markdown_table
 
 IMPLS = ("seqops", "sdpa", "eager")
 VOCAB = 32128
