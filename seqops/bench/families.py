@@ -251,8 +251,88 @@ def dropout(device: str, dtype: torch.dtype, profile: str) -> Iterator[Case]:
         }, traffic, "GB/s")
 
 
+# ----------------------------------------------------------------------------- transformers
+
+def have_transformers() -> bool:
+    """transformers >= 5 importable (the seqops[hf] extra)."""
+    try:
+        import transformers
+    except ImportError:
+        return False
+    return int(transformers.__version__.split(".")[0]) >= 5
+
+
+def hf_t5(kind: str, impl: str, device: str = "cpu", dtype: torch.dtype = torch.float32, small: bool = False,
+          layers: int = 6, dropout: float = 0.1):
+    """A random-init t5-small-sized model (d_model 512, 8 heads, d_kv 64, d_ff 2048, vocab 32128,
+    32 buckets / 128) with attn_implementation `impl`: kind "encoder" (T5EncoderModel) or
+    "seq2seq" (T5ForConditionalGeneration, `layers` encoder and decoder layers). small=True: a
+    tiny one, for the smoke profile."""
+    from transformers import T5Config, T5EncoderModel, T5ForConditionalGeneration
+
+    from ..integrations.transformers import register
+    register()
+    width = dict(d_model=16, d_kv=8, num_heads=2, d_ff=32, vocab_size=64) if small else \
+        dict(d_model=512, d_kv=64, num_heads=8, d_ff=2048, vocab_size=32128)
+    config = T5Config(num_layers=layers, num_decoder_layers=layers, dropout_rate=dropout, decoder_start_token_id=0,
+                      pad_token_id=0, **width)
+    model = (T5EncoderModel if kind == "encoder" else T5ForConditionalGeneration)(config).to(device, dtype)
+    model.set_attn_implementation(impl)
+    return model
+
+
+def hf_t5_flops(kind: str, n: int, d_model: int = 512, heads: int = 8, d_kv: int = 64, d_ff: int = 2048,
+                layers: int = 6, vocab: int = 32128, target: int = 0) -> float:
+    """FLOPs of a T5 encoder forward over n tokens, or (kind "seq2seq") of a training step
+    (x3 for forward + backward) with a decoder over `target` tokens."""
+    inner = heads * d_kv
+
+    def stack(lq, lk_self, lk_cross=0):
+        proj = 2 * lq * d_model * inner * 4 + (2 * 2 * lk_cross * d_model * inner + 2 * lq * d_model * inner * 2
+                                               if lk_cross else 0)
+        attn = 4 * heads * d_kv * lq * (lk_self + lk_cross)
+        return layers * (proj + attn + 4 * lq * d_model * d_ff)
+    if kind == "encoder":
+        return stack(n, n)
+    return 3 * (stack(n, n) + stack(target, target, n) + 2 * target * d_model * vocab)
+
+
+def transformers_family(device: str, dtype: torch.dtype, profile: str) -> Iterator[Case]:
+    """Hugging Face transformers' T5 (t5-small-sized, random init) with attn_implementation
+    "seqops" (seqops.integrations.transformers) vs "sdpa" (transformers' default) and "eager":
+    the encoder's forward (eval, no_grad, batch 1) and, in the full profile, a training step
+    (forward + backward, dropout 0.1, decoder over n / 4 tokens). Skipped (not listed in
+    FAMILIES) when transformers >= 5 is not installed; benchmarks/bench_transformers.py is the
+    long version."""
+    small = profile == "smoke"
+    impls = ("seqops", "sdpa", "eager")
+    for n in {"full": [512, 2048, 4096], "quick": [256, 512], "smoke": [8, 16]}[profile]:
+        ids = torch.randint(1, 64 if small else 32128, (1, n), device=device)
+        mask = torch.ones(1, n, dtype=torch.long, device=device)
+        models = {impl: hf_t5("encoder", impl, device, dtype, small, layers=2 if small else 6).eval()
+                  for impl in impls}
+        flops = hf_t5_flops("encoder", n, **(dict(d_model=16, heads=2, d_kv=8, d_ff=32, layers=2) if small else {}))
+        yield Case("transformers", "T5 encoder, forward", n,
+                   {impl: _no_grad(lambda m=m: m(input_ids=ids, attention_mask=mask)) for impl, m in models.items()},
+                   flops, "GFLOP/s")
+        if profile == "full" and n <= 2048:
+            target = n // 4
+            labels = torch.randint(1, 32128, (1, target), device=device)
+
+            def step(model):
+                def run():
+                    model.zero_grad(set_to_none=True)
+                    model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+                return run
+            yield Case("transformers", "T5 seq2seq, training step", n,
+                       {impl: step(hf_t5("seq2seq", impl, device, dtype).train()) for impl in impls},
+                       hf_t5_flops("seq2seq", n, target=target), "GFLOP/s")
+
+
 FAMILIES: Dict[str, Family] = {"pool": pool, "attention": attention, "linformer": linformer,
                                "compressive": compressive, "dropout": dropout}
+if have_transformers():  # an optional extra: without it the family is not offered at all
+    FAMILIES["transformers"] = transformers_family
 
 # The family that benchmarks each op (backward ops are timed inside their forward's family).
 FAMILY_OF_OP: Dict[str, str] = {
