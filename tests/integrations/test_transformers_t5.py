@@ -319,9 +319,15 @@ def test_torch_compile_fullgraph():
         out = compiled(input_ids=ids, attention_mask=mask, labels=labels).logits
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     attention_nodes = [n for g in graphs for n in g.graph.nodes if "seqops" in str(n.target) and "attention" in str(n.target)]
-    # op arguments after q, k, v: key_padding_mask, causal, scale, dropout_p, rng, bias, t5_table, ...
-    assert len(attention_nodes) == 6 and all(n.args[8] is None for n in attention_nodes)
-    assert sum(n.args[9] is not None for n in attention_nodes) == 4
+
+    def option(node, name):
+        """The op's argument `name` in the traced call (positional or by keyword)."""
+        from seqops.ops.attention import OPTION_NAMES
+        position = 3 + OPTION_NAMES.index(name)
+        return node.args[position] if position < len(node.args) else node.kwargs.get(name)
+
+    assert len(attention_nodes) == 6 and all(option(n, "bias") is None for n in attention_nodes)
+    assert sum(option(n, "t5_table") is not None for n in attention_nodes) == 4
     ours.train(), ref_model.train()
     loss = compiled(input_ids=ids, attention_mask=mask, labels=labels).loss
     loss.backward()
