@@ -4,11 +4,10 @@ import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
-import support
 from support import SEED
 
 # The property tests' hypothesis settings (tests/robustness/test_properties.py): 60 examples per
-# op and device in the default suite, 1000 when the slow tests run.
+# op and device in the default suite, 1000 in the slow suite.
 settings.register_profile("seqops-properties", max_examples=60, deadline=None, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("seqops-properties-slow", parent=settings.get_profile("seqops-properties"),
@@ -23,9 +22,6 @@ def pytest_addoption(parser):
     parser.addoption("--run-slow", action="store_true", default=False,
                      help="also run the tests marked slow (also: SEQOPS_RUN_SLOW=1)")
 
-
-def pytest_configure(config):
-    support.RUN_SLOW = run_slow(config)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -7,8 +7,6 @@ import torch
 
 HAS_CUDA = torch.cuda.is_available()
 SEED = int(os.environ.get("SEQOPS_TEST_SEED", "0"))
-# Set by conftest.pytest_configure: whether this run includes the tests marked slow.
-RUN_SLOW = False
 
 # The devices the tests run on: name -> (available, why not, low-precision dtypes it supports;
 # float32 / float64 are checked everywhere). This is the one place a device plugs in: DEVICES,
