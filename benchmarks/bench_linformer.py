@@ -28,7 +28,7 @@ from torch import nn
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import seqops  # noqa: E402
 from seqops.nn import Linformer, load_linformer_pytorch  # noqa: E402
-from seqops.bench.timing import compare, markdown_table  # noqa: E402
+from seqops.bench.timing import compare, markdown_table, run_script  # noqa: E402
 
 CHANNELS, DIM_K, NHEAD, DEPTH, DIM_FF = 512, 256, 8, 2, 256
 
@@ -159,11 +159,7 @@ def main():
     print("\nInference (no_grad, eval), median ms; speed-up = full-attention time / Linformer time")
     print(markdown_table(["n", "Linformer", "full attention (seqops)", "SDPA encoder", "speed-up vs full",
                           "speed-up vs SDPA"], rows))
-    print("load average after:", open("/proc/loadavg").read().split()[:3])
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except BrokenPipeError:
-        sys.stderr.close()
+    run_script(main)

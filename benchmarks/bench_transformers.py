@@ -30,7 +30,7 @@ import torch
 
 import seqops  # noqa: F401
 from seqops.bench.families import have_transformers, hf_t5
-from seqops.bench.timing import compare, markdown_table
+from seqops.bench.timing import compare, markdown_table, run_script
 
 IMPLS = ("seqops", "sdpa", "eager")
 VOCAB = 32128
@@ -149,11 +149,7 @@ def main() -> None:
                      f"{t['eager'] / t['seqops']:.2f}", mib(p["seqops"]), mib(p["sdpa"]), mib(p["eager"]), ratio])
     print("\nMedian ms per call; 'x / seqops' > 1 means seqops is faster; peak MiB above model + inputs")
     print(markdown_table(header, rows))
-    print("load average after:", open("/proc/loadavg").read().split()[:3])
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except BrokenPipeError:
-        sys.stderr.close()
+    run_script(main)

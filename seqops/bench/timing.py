@@ -2,6 +2,7 @@
 repeats, median; peak memory of one call."""
 import ctypes
 import statistics
+import sys
 import time
 from typing import Callable, Dict, List, Optional
 
@@ -71,3 +72,13 @@ def markdown_table(header: List[str], rows: List[List[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def run_script(main: Callable[[], None]) -> None:
+    """A benchmark script's entry point: runs main, then prints the load average (other jobs on
+    the machine skew the timings); a closed pipe (``| head``) ends it quietly."""
+    try:
+        main()
+        print("load average after:", open("/proc/loadavg").read().split()[:3])
+    except BrokenPipeError:
+        sys.stderr.close()
