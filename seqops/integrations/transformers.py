@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from seqops import ops as _seqops_ops
+from seqops.relative_position import relative_positions, t5_bucket
 
 NAME = "seqops"
 # The model types whose T5Attention / T5Stack code the fused path is written against (their
@@ -88,7 +89,6 @@ def buckets_agree(bucket_fn, num_buckets: int, max_distance: int, bidirectional:
     Cached per configuration; under torch.compile it runs once at trace time."""
     key = (bucket_fn, num_buckets, max_distance, bidirectional)
     if key not in _buckets_checked:
-        from seqops.relative_position import t5_bucket
         r = torch.arange(-max_distance - 2, max_distance + 3)
         theirs = bucket_fn(r, bidirectional=bidirectional, num_buckets=num_buckets, max_distance=max_distance)
         ours = t5_bucket(r, bidirectional, num_buckets, max_distance)
@@ -187,10 +187,8 @@ _UNSUPPORTED_KWARGS = ("softcap", "s_aux", "sinks", "head_mask")
 
 def _t5_dense_bias(module, table: Tensor, q_length: int, k_length: int) -> Tensor:
     """What compute_bias would have returned, from the table a layer was handed."""
-    context = torch.arange(q_length, device=table.device)[:, None] + (k_length - q_length)
-    memory = torch.arange(k_length, device=table.device)[None, :]
     buckets = type(module)._relative_position_bucket(
-        memory - context, bidirectional=not module.is_decoder,
+        relative_positions(q_length, k_length, device=table.device), bidirectional=not module.is_decoder,
         num_buckets=module.relative_attention_num_buckets, max_distance=module.relative_attention_max_distance)
     return F.embedding(buckets, table).permute(2, 0, 1).unsqueeze(0)
 
@@ -240,7 +238,7 @@ def seqops_attention_forward(module, query: Tensor, key: Tensor, value: Tensor, 
             position_bias = _t5_dense_bias(module, table, q_length, k_length)
         bias = _additive(attention_mask, query)
         if position_bias is not None:
-            bias = position_bias if bias is None else position_bias + bias
+            bias = position_bias + bias
         out = _seqops_ops.attention(query, key, value, scale=scaling, dropout_p=dropout, bias=bias)
     return out.transpose(1, 2).contiguous(), None
 

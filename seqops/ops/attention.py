@@ -31,24 +31,16 @@ class Option(NamedTuple):
     grad: bool     # attention_backward returns its gradient (grad_<name>)
 
 
-def _read_options() -> Tuple[Option, ...]:
-    forward = torch.ops.seqops.attention.default._schema
-    backward = torch.ops.seqops.attention_backward.default._schema
-    with_grad = {r.name[len("grad_"):] for r in backward.returns[3:]}
-    return tuple(Option(a.name, str(a.type), a.default_value, a.name in with_grad)
-                 for a in forward.arguments[3:])
-
-
-# The options after (q, k, v), in the schema's order.
-OPTIONS: Tuple[Option, ...] = _read_options()
-OPTION_NAMES: Tuple[str, ...] = tuple(o.name for o in OPTIONS)
-_DEFAULTS: Dict[str, Any] = {o.name: o.default for o in OPTIONS}
-# The options attention_backward returns gradients for, in its output order (after dq, dk, dv),
-# and their positions among the op's inputs (q, k, v, *options).
+# The options attention_backward returns gradients for, in its output order (after dq, dk, dv).
 GRAD_OPTIONS: Tuple[str, ...] = tuple(
     r.name[len("grad_"):] for r in torch.ops.seqops.attention_backward.default._schema.returns[3:])
+# The options after (q, k, v), in the schema's order.
+OPTIONS: Tuple[Option, ...] = tuple(Option(a.name, str(a.type), a.default_value, a.name in GRAD_OPTIONS)
+                                    for a in torch.ops.seqops.attention.default._schema.arguments[3:])
+OPTION_NAMES: Tuple[str, ...] = tuple(o.name for o in OPTIONS)
+_DEFAULTS: Dict[str, Any] = {o.name: o.default for o in OPTIONS}
+# The gradient-carrying options' positions among the op's inputs (q, k, v, *options).
 GRAD_POSITIONS: Tuple[int, ...] = tuple(3 + OPTION_NAMES.index(n) for n in GRAD_OPTIONS)
-assert all(o.grad == (o.name in GRAD_OPTIONS) for o in OPTIONS)
 
 
 def _bind(args, kwargs) -> Dict[str, Any]:

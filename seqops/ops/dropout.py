@@ -9,6 +9,8 @@ e.g. ``from seqops.ops.dropout import dropout_rng``.)
 import torch
 from torch import Tensor
 
+from ._fakes import contiguous_like
+
 _ops = torch.ops.seqops
 
 
@@ -42,7 +44,7 @@ def dropout_fake(x, p, rng):
     torch._check(rng.device.type == "cpu" and rng.dtype == torch.int64 and rng.shape == (2,),
                  lambda: f"rng must be a CPU int64 tensor of shape (2,) (seed, offset), got {rng.dtype} "
                          f"{tuple(rng.shape)} on {rng.device}")
-    return torch.empty_like(x, memory_format=torch.contiguous_format)
+    return contiguous_like(x)
 
 
 def dropout_setup_context(ctx, inputs, output):
