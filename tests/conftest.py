@@ -37,3 +37,15 @@ def pytest_collection_modifyitems(config, items):
 def _seed():
     """Every test draws the same random data on every run; SEQOPS_TEST_SEED varies it."""
     torch.manual_seed(SEED)
+
+
+@pytest.fixture(autouse=True)
+def _cuda_emulator(request):
+    """Tests parametrized on the "emu" device (support.DEVICE_TABLE) run every seqops op on the
+    CUDA host emulator."""
+    if request.node.get_closest_marker("emulated") is None:
+        yield
+        return
+    from support import emulator
+    with emulator.emulated():
+        yield

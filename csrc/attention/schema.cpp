@@ -3,14 +3,14 @@
 #include <torch/library.h>
 
 #include "attention/attention.h"
-#include "common/python_module.h"
+#include "common/library.h"
 
 // ", Tensor? key_padding_mask=None, bool causal=False, ..." and
 // ", Tensor grad_bias, Tensor grad_t5_table, ...".
 #define SEQOPS_OPTION_SCHEMA(Param, name, schema) ", " schema
 #define SEQOPS_GRAD_SCHEMA(name) ", Tensor grad_" #name
 
-TORCH_LIBRARY_FRAGMENT(seqops, m) {
+SEQOPS_LIBRARY_FRAGMENT(m) {
   SEQOPS_SET_PYTHON_MODULE(m, "attention");
   // Fused attention with an in-kernel score term: returns out (B, Hq, Lq, dv) and lse
   // (B, Hq, Lq), the log-sum-exp of each query's logits (-inf for a query that sees no key).

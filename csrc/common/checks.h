@@ -31,10 +31,21 @@ inline void check_same_dtype(const at::Tensor& t, const char* name, const at::Te
               " (", ref.scalar_type(), "), got ", t.scalar_type());
 }
 
+// Whether an op on x runs the CUDA kernels: x is a CUDA tensor, or this is the host emulator's
+// library (emulator/), where the CUDA entry points run on CPU tensors.
+inline bool runs_cuda_kernels(const at::Tensor& x) {
+#if defined(SEQOPS_EMULATOR)
+  (void)x;
+  return true;
+#else
+  return x.is_cuda();
+#endif
+}
+
 // Floating dtypes each device's kernels are compiled for.
 inline void check_floating_dtype(const at::Tensor& x, const char* name) {
   const auto st = x.scalar_type();
-  if (x.is_cuda()) {
+  if (runs_cuda_kernels(x)) {
     TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16,
                 name, " on CUDA must be float16, bfloat16, float32 or float64, got ", st);
   } else {

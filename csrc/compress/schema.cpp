@@ -1,9 +1,9 @@
 // The compress op's schemas (contract: csrc/compress/compress.h).
 #include <torch/library.h>
 
-#include "common/python_module.h"
+#include "common/library.h"
 
-TORCH_LIBRARY_FRAGMENT(seqops, m) {
+SEQOPS_LIBRARY_FRAGMENT(m) {
   SEQOPS_SET_PYTHON_MODULE(m, "compress");
   // Memory compression over windows of `rate` rows (Compressive Transformer): mode 'mean',
   // 'max' or 'conv' (nn.Conv1d(D, Dout, rate, stride=rate) as one GEMM; weight (Dout, D, rate),

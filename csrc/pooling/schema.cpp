@@ -1,9 +1,9 @@
 // The pooling ops' schemas (contract: csrc/pooling/pooling.h).
 #include <torch/library.h>
 
-#include "common/python_module.h"
+#include "common/library.h"
 
-TORCH_LIBRARY_FRAGMENT(seqops, m) {
+SEQOPS_LIBRARY_FRAGMENT(m) {
   SEQOPS_SET_PYTHON_MODULE(m, "pooling");
   // Attention pooling: per head h, softmax_t(x_t . w_h + b_h) over unmasked t, then the
   // weighted sum of x. Returns (out (B, H, D), lse (B, H) log-sum-exp of the logits).

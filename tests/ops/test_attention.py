@@ -5,7 +5,8 @@ import torch
 from seqops import reference as ref
 from seqops.ops import attention, attention_with_lse, dropout_rng
 
-from support import DEVICES, LOW_PRECISION_CASES, check_low_precision, noncontiguous, random_mask
+from support import emulator
+from support import DEVICES, LOW_PRECISION_CASES, NATIVE_DEVICES, check_low_precision, kernel_device, noncontiguous, random_mask
 
 POLICIES = ["none", "bias", "bias_broadcast", "t5", "t5_causal_table", "alibi", "rel_keys", "rel_keys_partial"]
 
@@ -302,7 +303,7 @@ def test_opcheck(device, policy):
     torch.library.opcheck(torch.ops.seqops.attention, args)
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("device", NATIVE_DEVICES)
 @pytest.mark.parametrize("policy", ["none", "bias", "t5", "alibi", "rel_keys"])
 def test_compile_fullgraph(device, policy):
     B, Hq, Hk, Lq, Lk, d = 1, 2, 1, 17, 23, 8
@@ -439,7 +440,7 @@ def test_bad_inputs(device):
         (dict(rel_keys=rnd(20, 4, 7)), "rel_keys must have shape [20, 4, 8]"),
         (dict(t5_table=ones(4, 32, dtype=torch.long)), "t5_table must be a floating tensor"),
     ]
-    if device == "cpu":  # CUDA takes float16
+    if kernel_device(device) == "cpu":  # CUDA takes float16
         cases.append((dict(q=q.half(), k=k.half(), v=v.half()), "on CPU must be bfloat16, float32 or float64"))
     for overrides, message in cases:
         args = dict(q=q, k=k, v=v, **{n: t for n, t in overrides.items() if n not in ("q", "k", "v")})
@@ -475,3 +476,27 @@ def test_every_option_of_the_schema_reaches_the_wrappers_and_the_reference():
                       + ["key_padding_mask", "causal", "dropout_p"])
     assert sorted(reference_side) == sorted(python_side)
     assert {o.name for o in OPTIONS if o.grad} >= {"bias", "t5_table", "alibi_slopes", "rel_keys"}
+
+
+# The CUDA kernels choose their tiles from the device's shared memory (attention.cu's candidate
+# lists): the emulated device, from the H100's opt-in maximum down to where only the smallest
+# tiles fit, drives every choice, each giving the reference's result; below that the op raises.
+@pytest.mark.skipif(not emulator.AVAILABLE, reason=emulator.WHY)
+@pytest.mark.parametrize("shared_kib", [227, 48, 24, 12, 6])
+@pytest.mark.parametrize("policy", ["none", "t5", "rel_keys"])
+def test_emulated_cuda_tile_choices(shared_kib, policy):
+    B, Hq, Hk, Lq, Lk, d, dv = 2, 2, 1, 37, 70, 16, 8
+    q, k, v = make_qkv(B, Hq, Hk, Lq, Lk, d, dv)
+    with emulator.emulated():
+        emulator.set_device_attribute("max_shared_per_block_optin", shared_kib * 1024)
+        check_against_reference(q, k, v, random_mask(B, Lk, "cpu"), True, score_args(policy, Hq, Lq, Lk, d, B),
+                                atol=1e-9)
+
+
+@pytest.mark.skipif(not emulator.AVAILABLE, reason=emulator.WHY)
+def test_emulated_cuda_too_little_shared_memory():
+    q, k, v = make_qkv(1, 2, 2, 5, 5, 64, 64)
+    with emulator.emulated():
+        emulator.set_device_attribute("max_shared_per_block_optin", 1024)
+        with pytest.raises(RuntimeError, match=r"kernel needs \d+ bytes of shared memory per block for head_dim 64"):
+            attention(q, k, v)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from support import LOW_PRECISION, assert_low_precision_close
+from support import assert_low_precision_close, low_precision
 from support.op_cases import CASES, CATALOG_DEVICES, Sizes, as_float64, input_grads, with_grads
 
 # Floors of the 2x rule, in units of the dtype's eps times the example's magnitude (max(1, the
@@ -26,7 +26,7 @@ def sizes_for(device):
     return st.builds(Sizes, batch=st.integers(1, 3), length=st.integers(1, 40), length_q=st.integers(1, 40),
                      dim=st.integers(1, 20), heads=st.integers(1, 3), masked=st.booleans(),
                      noncontiguous=st.booleans(),
-                     dtype=st.sampled_from([torch.float32, torch.float64] + LOW_PRECISION[device]),
+                     dtype=st.sampled_from([torch.float32, torch.float64] + low_precision(device)),
                      device=st.just(device))
 
 

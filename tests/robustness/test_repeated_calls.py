@@ -5,6 +5,7 @@ import threading
 import pytest
 import torch
 
+from support import kernel_context
 from support.op_cases import CASES, CATALOG_DEVICES, Sizes, input_grads, with_grads
 from test_determinism import forward_backward
 
@@ -40,7 +41,13 @@ def test_concurrent_calls_from_python_threads_give_the_single_thread_results(dev
     expected = {name: forward_backward(name, device) for name in names}
     failures = []
 
+    context = kernel_context()
+
     def worker(offset: int):
+        with context():
+            run(offset)
+
+    def run(offset: int):
         for i in range(len(names)):
             name = names[(i + offset) % len(names)]
             for a, b in zip(forward_backward(name, device), expected[name]):

@@ -1,34 +1,63 @@
 """What the tests share: devices, dtypes, masks, strides and the low-precision rule; the op and
 module catalogs are in op_cases.py and public_modules.py, the deployment helpers in deployment.py."""
+import contextlib
+import math
 import os
 
 import pytest
 import torch
 
+from support import emulator
+
 HAS_CUDA = torch.cuda.is_available()
 SEED = int(os.environ.get("SEQOPS_TEST_SEED", "0"))
 
-# The devices the tests run on: name -> (available, why not, low-precision dtypes it supports;
-# float32 / float64 are checked everywhere). This is the one place a device plugs in: DEVICES,
-# LOW_PRECISION and LOW_PRECISION_CASES (and through them the op catalog of op_cases.py and
-# every test parametrized by device) derive from it. A future CUDA host emulator adds its line
-# here, e.g. "emu": (<emulator importable>, "no CUDA emulator", [torch.float16, torch.bfloat16]),
-# with its name being the torch device its tensors live on.
+# The devices the tests run on: name -> (available, why not, low-precision dtypes it supports
+# (float32 / float64 are checked everywhere), the torch device its tensors live on). This is the
+# one place a device plugs in: DEVICES, LOW_PRECISION and LOW_PRECISION_CASES (and through them
+# the op catalog of op_cases.py and every test parametrized by device) derive from it. "emu" is
+# the CUDA host emulator (support/emulator.py): its tests get CPU tensors and the marker
+# `emulated`, under which conftest.py runs every seqops op on the CUDA kernels, emulated.
 DEVICE_TABLE = {
-    "cpu": (True, "", [torch.bfloat16]),
-    "cuda": (HAS_CUDA, "no CUDA device", [torch.float16, torch.bfloat16]),
+    "cpu": (True, "", [torch.bfloat16], "cpu"),
+    "cuda": (HAS_CUDA, "no CUDA device", [torch.float16, torch.bfloat16], "cuda"),
+    "emu": (emulator.AVAILABLE, emulator.WHY, [torch.float16, torch.bfloat16], "cpu"),
 }
 
 
 def _on(device: str, *values):
-    available, why, _ = DEVICE_TABLE[device]
-    return pytest.param(*values, marks=pytest.mark.skipif(not available, reason=why), id="-".join(map(str, values)))
+    available, why, _, torch_device = DEVICE_TABLE[device]
+    marks = [pytest.mark.skipif(not available, reason=why)]
+    if device == "emu":
+        marks.append(pytest.mark.emulated)
+    return pytest.param(torch_device, *values, marks=marks, id="-".join(map(str, (device,) + values)))
 
 
-DEVICES = [_on(device, device) for device in DEVICE_TABLE]
+DEVICES = [_on(device) for device in DEVICE_TABLE]
+# The devices with a torch backend of their own: where torch.compile / export / script tests run
+# (the emulator is a TorchDispatchMode, under which Dynamo does not trace).
+NATIVE_DEVICES = [_on(device) for device in DEVICE_TABLE if device != "emu"]
 
-LOW_PRECISION = {device: dtypes for device, (_, _, dtypes) in DEVICE_TABLE.items()}
-LOW_PRECISION_CASES = [_on(device, device, dtype) for device, dtypes in LOW_PRECISION.items() for dtype in dtypes]
+
+def kernel_context():
+    """What a new Python thread enters to run the kernels this thread runs (the emulator's
+    dispatch mode is per thread)."""
+    return emulator.emulated if emulator.active() else contextlib.nullcontext
+
+
+def kernel_device(device: str) -> str:
+    """Whose kernels a test on `device` runs: "cpu", "cuda" or "emu" (the CUDA kernels, emulated,
+    on CPU tensors)."""
+    return "emu" if emulator.active() else device
+
+
+_LOW_PRECISION = {device: dtypes for device, (_, _, dtypes, _) in DEVICE_TABLE.items()}
+LOW_PRECISION_CASES = [_on(device, dtype) for device, dtypes in _LOW_PRECISION.items() for dtype in dtypes]
+
+
+def low_precision(device: str):
+    """The low-precision dtypes of the kernels a test on `device` runs."""
+    return _LOW_PRECISION[kernel_device(device)]
 
 
 def random_mask(batch: int, length: int, device, fully_masked_row: bool = True) -> torch.Tensor:
@@ -54,6 +83,11 @@ def assert_low_precision_close(kernel: torch.Tensor, eager: torch.Tensor, exact:
     outputs whose eager error happens to be ~0)."""
     k_err = (kernel.double() - exact).abs().max().item()
     e_err = (eager.double() - exact).abs().max().item()
+    if not math.isfinite(e_err):
+        # The eager reference overflowed in this dtype and bounds nothing: the bound becomes the
+        # error of rounding the exact result to the dtype, the least any kernel can have.
+        assert torch.isfinite(exact).all()
+        e_err = (exact.to(kernel.dtype).double() - exact).abs().max().item()
     assert k_err <= 2 * e_err + floor, f"kernel error {k_err:.3e} > 2 x eager error {e_err:.3e} + {floor}"
 
 

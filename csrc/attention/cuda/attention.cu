@@ -24,6 +24,7 @@
 #include "attention/cuda/attention_kernels.cuh"
 #include "common/cuda/block_reduce.cuh"
 #include "common/cuda/launch.cuh"
+#include "common/library.h"
 #include "common/cuda/cuda_context.h"
 #include "attention/attention.h"
 #include "attention/entry.h"
@@ -242,12 +243,7 @@ TileChoice choose_tiles(c10::ArrayRef<std::pair<int, int>> candidates, PlanFn pl
 }
 
 int64_t max_shared_bytes(const at::Tensor& t) {
-  int value = 0;
-  const cudaError_t err =
-      cudaDeviceGetAttribute(&value, cudaDevAttrMaxSharedMemoryPerBlockOptin, t.get_device());
-  TORCH_CHECK(err == cudaSuccess, "seqops attention: cudaDeviceGetAttribute failed: ",
-              cudaGetErrorString(err));
-  return value;
+  return device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin, t.get_device());
 }
 
 template <typename scalar_t>
@@ -255,14 +251,9 @@ void launch(void (*kernel)(Params<scalar_t>), const char* name, int64_t blocks,
             const Params<scalar_t>& p) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t bytes = p.plan.elements * static_cast<int64_t>(sizeof(acc_t));
-  if (bytes > 48 * 1024) {
-    const cudaError_t err = cudaFuncSetAttribute(
-        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
-    TORCH_CHECK(err == cudaSuccess, "seqops: ", name, " cannot get ", bytes,
-                " bytes of shared memory: ", cudaGetErrorString(err));
-  }
-  kernel<<<grid_1d(blocks, name), attention::kThreads, bytes, current_stream()>>>(p);
-  check_launch(name);
+  if (bytes > 48 * 1024) allow_dynamic_shared(name, kernel, static_cast<size_t>(bytes));
+  launch_kernel(name, kernel, grid_1d(blocks, name), attention::kThreads,
+                static_cast<size_t>(bytes), p);
 }
 
 // (bq, bk) candidates per kernel, preferred first (relative pass: (bq, bn)). The forward's bq
@@ -293,12 +284,11 @@ at::Tensor bucket_sum_kernel(const at::Tensor& per_r, const at::Tensor& buckets,
   auto grad = at::empty({heads, num_buckets}, per_r.options());
   const int64_t n = heads * num_buckets;
   AT_DISPATCH_FLOATING_TYPES(per_r.scalar_type(), "t5_table_grad", [&] {
-    attention::t5_table_grad_kernel<scalar_t>
-        <<<grid_1d(ceil_div(n, attention::kThreads), "t5_table_grad_kernel"), attention::kThreads,
-           0, current_stream()>>>(per_r.const_data_ptr<scalar_t>(),
-                                  buckets.const_data_ptr<int64_t>(), grad.data_ptr<scalar_t>(),
-                                  heads, num_rel, num_buckets);
-    check_launch("t5_table_grad_kernel");
+    launch_kernel("t5_table_grad_kernel", attention::t5_table_grad_kernel<scalar_t>,
+                  grid_1d(ceil_div(n, attention::kThreads), "t5_table_grad_kernel"),
+                  attention::kThreads, 0, per_r.const_data_ptr<scalar_t>(),
+                  buckets.const_data_ptr<int64_t>(), grad.data_ptr<scalar_t>(), heads, num_rel,
+                  num_buckets);
   });
   return grad;
 }
@@ -434,7 +424,7 @@ struct CudaAttention {
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(seqops, CUDA, m) {
+SEQOPS_CUDA_LIBRARY_IMPL(m) {
   m.impl("attention", &attention_forward_entry<CudaAttention>);
   m.impl("attention_backward", &attention_backward_entry<CudaAttention>);
 }

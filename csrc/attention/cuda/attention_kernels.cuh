@@ -16,6 +16,7 @@
 #include <limits>
 
 #include "attention/relative_position.h"
+#include "common/cuda/shared_memory.cuh"
 #include "common/host_device.h"
 #include "common/philox.h"
 
@@ -175,8 +176,7 @@ struct Tile {
 
 template <typename acc_t>
 __device__ __forceinline__ acc_t* shared_workspace() {
-  extern __shared__ __align__(16) unsigned char seqops_attention_smem[];
-  return reinterpret_cast<acc_t*>(seqops_attention_smem);
+  return reinterpret_cast<acc_t*>(dynamic_shared_bytes());
 }
 
 template <typename acc_t>

@@ -1,7 +1,8 @@
 // The CUDA context our kernels need (current stream, device guard, launch check), behind an
 // interface that needs no c10/cuda header: the .cu files include only this, ATen and
 // cuda_runtime.h, so CI can compile them with nvcc against the CPU wheel (design.md §6). The
-// definitions live in cuda_context.cpp, which is compiled only in CUDA builds.
+// definitions live in cuda_context.cpp, which is compiled only in CUDA builds, and in
+// emulator/src/context.cpp for the host emulator (which builds the same .cu files with g++).
 #pragma once
 #include <c10/core/Device.h>
 #include <c10/util/Exception.h>

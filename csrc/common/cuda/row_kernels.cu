@@ -1,4 +1,5 @@
-// Row-shaped building blocks of the CUDA attention poolers (see row_kernels.cuh).
+// Row-shaped building blocks of the CUDA attention poolers (row_ops.h): host side, launching
+// the kernels of row_kernels.cuh.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -6,109 +7,15 @@
 
 #include <type_traits>
 
-#include "common/cuda/block_reduce.cuh"
 #include "common/cuda/launch.cuh"
 #include "common/cuda/cuda_context.h"
 #include "common/cuda/row_kernels.cuh"
+#include "common/cuda/row_ops.h"
 #include "common/dtype.h"
 #include "common/tensor_data.h"
 
 namespace seqops::cuda {
 namespace {
-
-// ------------------------------------------------------------------------------ row_dots
-// A skinny GEMM, S = X V^T per batch element, tiled through shared memory. A block owns
-// kDotsRows rows of one batch element and TN of the K vectors; each thread owns
-// kDotsRowsPerThread rows (tid, tid + kDotsThreads) and all TN vectors, so every x element is
-// read from DRAM once per vector tile (once in all when K <= 32) and from shared memory once,
-// and the vector values are warp-uniform shared-memory broadcasts.
-constexpr int kDotsThreads = 128;
-constexpr int kDotsRowsPerThread = 2;
-constexpr int kDotsRows = kDotsThreads * kDotsRowsPerThread;  // 256
-constexpr int kDotsDepth = 16;                                // d columns per shared tile
-
-template <typename T, int TN, typename acc_t = at::opmath_type<T>>
-__global__ void __launch_bounds__(kDotsThreads)
-    row_dots_kernel(const T* __restrict__ x, const acc_t* __restrict__ v, int64_t v_batch_stride,
-                    const bool* __restrict__ mask, acc_t* __restrict__ out, int64_t L, int64_t D,
-                    int64_t K, int64_t row_tiles, int64_t k_tiles) {
-  // xs[dd][row]: padded so that the two rows a warp stores per instruction (16 apart) and the
-  // consecutive rows it reads per instruction fall in distinct banks.
-  __shared__ acc_t xs[kDotsDepth][kDotsRows + 1];
-  __shared__ acc_t vs[kDotsDepth][TN];
-  __shared__ bool keep_s[kDotsRows];
-
-  const int64_t block = blockIdx.x;  // (b, row tile, k tile), k tile fastest (x tile reuse in L2)
-  const int64_t kt = block % k_tiles;
-  const int64_t rt = (block / k_tiles) % row_tiles;
-  const int64_t b = block / (k_tiles * row_tiles);
-  const int64_t t0 = rt * kDotsRows, k0 = kt * TN;
-  const int tid = threadIdx.x, lane = tid % kWarp, warp = tid / kWarp;
-  const T* xb = x + b * L * D;
-  const acc_t* vb = v + b * v_batch_stride;
-
-  for (int r = tid; r < kDotsRows; r += kDotsThreads) {
-    const int64_t t = t0 + r;
-    keep_s[r] = t < L && (mask == nullptr || mask[b * L + t]);
-  }
-  __syncthreads();
-
-  acc_t acc[kDotsRowsPerThread][TN];
-#pragma unroll
-  for (int r = 0; r < kDotsRowsPerThread; ++r)
-#pragma unroll
-    for (int n = 0; n < TN; ++n) acc[r][n] = acc_t(0);
-
-  // Load mapping for the x tile: a warp instruction covers 2 rows x 16 columns (two full
-  // 32-byte sectors for 16-bit types); pair index P = warp * 32 + i covers all 256 rows.
-  const int dd_load = lane % 16, half = lane / 16;
-  constexpr int kPairsPerWarp = kDotsRows / 2 / (kDotsThreads / kWarp);  // 32
-
-  for (int64_t d0 = 0; d0 < D; d0 += kDotsDepth) {
-    const int64_t d = d0 + dd_load;
-#pragma unroll 8
-    for (int i = 0; i < kPairsPerWarp; ++i) {
-      const int pair = warp * kPairsPerWarp + i;
-      const int row = (pair / 16) * 32 + half * 16 + pair % 16;
-      acc_t value = acc_t(0);
-      if (keep_s[row] && d < D) value = static_cast<acc_t>(xb[(t0 + row) * D + d]);
-      xs[dd_load][row] = value;
-    }
-#pragma unroll
-    for (int e = tid; e < TN * kDotsDepth; e += kDotsThreads) {
-      const int n = e / kDotsDepth, dd = e % kDotsDepth;
-      const int64_t k = k0 + n, dv = d0 + dd;
-      vs[dd][n] = (k < K && dv < D) ? vb[k * D + dv] : acc_t(0);
-    }
-    __syncthreads();
-#pragma unroll
-    for (int dd = 0; dd < kDotsDepth; ++dd) {
-      acc_t xv[kDotsRowsPerThread];
-#pragma unroll
-      for (int r = 0; r < kDotsRowsPerThread; ++r) xv[r] = xs[dd][tid + r * kDotsThreads];
-#pragma unroll
-      for (int n = 0; n < TN; ++n) {
-        const acc_t vv = vs[dd][n];
-#pragma unroll
-        for (int r = 0; r < kDotsRowsPerThread; ++r) acc[r][n] += xv[r] * vv;
-      }
-    }
-    __syncthreads();
-  }
-
-#pragma unroll
-  for (int r = 0; r < kDotsRowsPerThread; ++r) {
-    const int row = tid + r * kDotsThreads;
-    const int64_t t = t0 + row;
-    if (t >= L) continue;
-    const bool keep = keep_s[row];
-#pragma unroll
-    for (int n = 0; n < TN; ++n) {
-      const int64_t k = k0 + n;
-      if (k < K) out[(b * K + k) * L + t] = keep ? acc[r][n] : acc_t(0);
-    }
-  }
-}
 
 template <typename T, int TN>
 void launch_row_dots(const at::Tensor& x, const at::Tensor& v, const bool* mask, at::Tensor& out) {
@@ -116,164 +23,10 @@ void launch_row_dots(const at::Tensor& x, const at::Tensor& v, const bool* mask,
   const int64_t B = x.size(0), L = x.size(1), D = x.size(2), K = v.size(-2);
   const int64_t row_tiles = ceil_div(L, kDotsRows), k_tiles = ceil_div(K, TN);
   const int64_t v_batch_stride = v.dim() == 3 ? K * D : 0;
-  row_dots_kernel<T, TN><<<grid_1d(B * row_tiles * k_tiles, "row_dots_kernel"), kDotsThreads, 0,
-                           current_stream()>>>(x.data_ptr<T>(), v.data_ptr<acc_t>(),
-                                               v_batch_stride, mask, out.data_ptr<acc_t>(), L, D,
-                                               K, row_tiles, k_tiles);
-  check_launch("row_dots_kernel");
-}
-
-// ------------------------------------------------------------------------------ weighted_rows
-// out[b, k, d] over one sequence chunk: a block owns (batch, chunk, kWrCols * kWrThreads
-// columns, kWrHeads coefficient rows); each thread keeps kWrHeads x kWrCols accumulators and
-// streams the chunk's rows, reading each x element once per group of kWrHeads coefficient rows.
-// The coefficients of 32 rows at a time are staged in shared memory (broadcast reads). Masked
-// rows are never loaded (their x and coefficients count as 0).
-constexpr int kWrThreads = 128;
-constexpr int kWrCols = 2;
-constexpr int kWrColTile = kWrThreads * kWrCols;  // 256
-constexpr int kWrHeads = 8;
-constexpr int kWrRowTile = 32;
-constexpr int kWrUnroll = 4;
-
-template <typename T, typename acc_t = at::opmath_type<T>>
-__global__ void __launch_bounds__(kWrThreads)
-    weighted_rows_kernel(const acc_t* __restrict__ coef, const T* __restrict__ x,
-                         const bool* __restrict__ mask, acc_t* __restrict__ partial, int64_t L,
-                         int64_t D, int64_t K, int64_t chunks, int64_t k_groups, int64_t d_tiles) {
-  __shared__ acc_t cs[kWrRowTile][kWrHeads];
-  __shared__ bool keep_s[kWrRowTile];
-
-  // (b, chunk, d tile, k group), k group fastest: the groups reading the same x tile run together.
-  const int64_t block = blockIdx.x;
-  const int64_t kg = block % k_groups;
-  const int64_t dt = (block / k_groups) % d_tiles;
-  const int64_t c = (block / (k_groups * d_tiles)) % chunks;
-  const int64_t b = block / (k_groups * d_tiles * chunks);
-  const int64_t k0 = kg * kWrHeads;
-  const int64_t t_begin = chunk_begin(c, chunks, L), t_end = chunk_begin(c + 1, chunks, L);
-  const int tid = threadIdx.x;
-  const T* xb = x + b * L * D;
-
-  int64_t cols[kWrCols];
-#pragma unroll
-  for (int j = 0; j < kWrCols; ++j) cols[j] = dt * kWrColTile + tid + j * kWrThreads;
-
-  acc_t acc[kWrHeads][kWrCols];
-#pragma unroll
-  for (int k = 0; k < kWrHeads; ++k)
-#pragma unroll
-    for (int j = 0; j < kWrCols; ++j) acc[k][j] = acc_t(0);
-
-  for (int64_t tile = t_begin; tile < t_end; tile += kWrRowTile) {
-    for (int e = tid; e < kWrRowTile * kWrHeads; e += kWrThreads) {
-      const int k = e / kWrRowTile, r = e % kWrRowTile;  // consecutive threads: consecutive t
-      const int64_t t = tile + r;
-      const bool keep = t < t_end && (mask == nullptr || mask[b * L + t]);
-      cs[r][k] = (keep && k0 + k < K) ? coef[(b * K + k0 + k) * L + t] : acc_t(0);
-      if (k == 0) keep_s[r] = keep;
-    }
-    __syncthreads();
-    for (int r0 = 0; r0 < kWrRowTile; r0 += kWrUnroll) {
-      acc_t xv[kWrUnroll][kWrCols];
-#pragma unroll
-      for (int q = 0; q < kWrUnroll; ++q)
-#pragma unroll
-        for (int j = 0; j < kWrCols; ++j)
-          xv[q][j] = (keep_s[r0 + q] && cols[j] < D)
-                         ? static_cast<acc_t>(xb[(tile + r0 + q) * D + cols[j]])
-                         : acc_t(0);
-#pragma unroll
-      for (int q = 0; q < kWrUnroll; ++q) {
-#pragma unroll
-        for (int k = 0; k < kWrHeads; ++k) {
-          const acc_t w = cs[r0 + q][k];
-#pragma unroll
-          for (int j = 0; j < kWrCols; ++j) acc[k][j] += w * xv[q][j];
-        }
-      }
-    }
-    __syncthreads();
-  }
-
-#pragma unroll
-  for (int k = 0; k < kWrHeads; ++k) {
-    if (k0 + k >= K) break;
-#pragma unroll
-    for (int j = 0; j < kWrCols; ++j)
-      if (cols[j] < D) partial[((b * chunks + c) * K + k0 + k) * D + cols[j]] = acc[k][j];
-  }
-}
-
-// ------------------------------------------------------------------------------ combine_rows
-// out[b, t, :] = base + coef[:, t]^T v for a tile of kCrRows rows and kCrCols * kCrThreads
-// columns per block: each v element loaded (from L2) once per block serves kCrRows rows.
-constexpr int kCrThreads = 128;
-constexpr int kCrCols = 2;
-constexpr int kCrColTile = kCrThreads * kCrCols;  // 256
-constexpr int kCrRows = 8;
-constexpr int kCrK = 32;  // coefficient rows staged per step
-
-template <typename T, typename acc_t = at::opmath_type<T>>
-__global__ void __launch_bounds__(kCrThreads)
-    combine_rows_kernel(const acc_t* __restrict__ coef, const acc_t* __restrict__ v,
-                        const acc_t* __restrict__ base, const bool* __restrict__ mask,
-                        T* __restrict__ out, int64_t L, int64_t D, int64_t K, int64_t row_tiles,
-                        int64_t d_tiles) {
-  __shared__ acc_t cs[kCrK][kCrRows];
-  // (b, row tile, d tile), d tile fastest.
-  const int64_t block = blockIdx.x;
-  const int64_t dt = block % d_tiles;
-  const int64_t rt = (block / d_tiles) % row_tiles;
-  const int64_t b = block / (d_tiles * row_tiles);
-  const int64_t t0 = rt * kCrRows;
-  const int tid = threadIdx.x;
-
-  int64_t cols[kCrCols];
-  acc_t start[kCrCols];
-#pragma unroll
-  for (int j = 0; j < kCrCols; ++j) {
-    cols[j] = dt * kCrColTile + tid + j * kCrThreads;
-    start[j] = (base != nullptr && cols[j] < D) ? base[b * D + cols[j]] : acc_t(0);
-  }
-  acc_t acc[kCrRows][kCrCols];
-#pragma unroll
-  for (int r = 0; r < kCrRows; ++r)
-#pragma unroll
-    for (int j = 0; j < kCrCols; ++j) acc[r][j] = start[j];
-
-  for (int64_t k0 = 0; k0 < K; k0 += kCrK) {
-    for (int e = tid; e < kCrK * kCrRows; e += kCrThreads) {
-      const int k = e / kCrRows, r = e % kCrRows;
-      const int64_t t = t0 + r;
-      cs[k][r] = (k0 + k < K && t < L) ? coef[(b * K + k0 + k) * L + t] : acc_t(0);
-    }
-    __syncthreads();
-    const int kn = static_cast<int>(K - k0 < kCrK ? K - k0 : kCrK);
-    for (int k = 0; k < kn; ++k) {
-      acc_t vv[kCrCols];
-#pragma unroll
-      for (int j = 0; j < kCrCols; ++j)
-        vv[j] = cols[j] < D ? v[(b * K + k0 + k) * D + cols[j]] : acc_t(0);
-#pragma unroll
-      for (int r = 0; r < kCrRows; ++r) {
-        const acc_t w = cs[k][r];
-#pragma unroll
-        for (int j = 0; j < kCrCols; ++j) acc[r][j] += w * vv[j];
-      }
-    }
-    __syncthreads();
-  }
-
-#pragma unroll
-  for (int r = 0; r < kCrRows; ++r) {
-    const int64_t t = t0 + r;
-    if (t >= L) break;
-    const bool keep = mask == nullptr || mask[b * L + t];
-#pragma unroll
-    for (int j = 0; j < kCrCols; ++j)
-      if (cols[j] < D) out[(b * L + t) * D + cols[j]] = keep ? static_cast<T>(acc[r][j]) : T(0);
-  }
+  launch_kernel("row_dots_kernel", row_dots_kernel<T, TN>,
+                grid_1d(B * row_tiles * k_tiles, "row_dots_kernel"), kDotsThreads, 0,
+                x.data_ptr<T>(), v.data_ptr<acc_t>(), v_batch_stride, mask,
+                out.data_ptr<acc_t>(), L, D, K, row_tiles, k_tiles);
 }
 
 void check_accumulate_tensor(const at::Tensor& t, const at::Tensor& x, const char* name) {
@@ -313,11 +66,10 @@ at::Tensor weighted_rows(const at::Tensor& coef, const at::Tensor& x,
   const bool* m = data_or_null<const bool>(mask);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "weighted_rows", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    weighted_rows_kernel<scalar_t>
-        <<<grid_1d(B * chunks * d_tiles * k_groups, "weighted_rows_kernel"), kWrThreads, 0,
-           current_stream()>>>(c.data_ptr<acc_t>(), x.data_ptr<scalar_t>(), m,
-                               partial.data_ptr<acc_t>(), L, D, K, chunks, k_groups, d_tiles);
-    check_launch("weighted_rows_kernel");
+    launch_kernel("weighted_rows_kernel", weighted_rows_kernel<scalar_t>,
+                  grid_1d(B * chunks * d_tiles * k_groups, "weighted_rows_kernel"), kWrThreads, 0,
+                  c.data_ptr<acc_t>(), x.data_ptr<scalar_t>(), m, partial.data_ptr<acc_t>(), L,
+                  D, K, chunks, k_groups, d_tiles);
   });
   return chunks == 1 ? partial.squeeze(1) : partial.sum(1);
 }
@@ -343,12 +95,10 @@ at::Tensor combine_rows(const at::Tensor& coef, const at::Tensor& v,
   const bool* m = data_or_null<const bool>(mask);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out_dtype, "combine_rows", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    combine_rows_kernel<scalar_t>
-        <<<grid_1d(B * row_tiles * d_tiles, "combine_rows_kernel"), kCrThreads, 0,
-           current_stream()>>>(c.data_ptr<acc_t>(), vc.data_ptr<acc_t>(),
-                               data_or_null<acc_t>(bc), m,
-                               out.data_ptr<scalar_t>(), L, D, K, row_tiles, d_tiles);
-    check_launch("combine_rows_kernel");
+    launch_kernel("combine_rows_kernel", combine_rows_kernel<scalar_t>,
+                  grid_1d(B * row_tiles * d_tiles, "combine_rows_kernel"), kCrThreads, 0,
+                  c.data_ptr<acc_t>(), vc.data_ptr<acc_t>(), data_or_null<acc_t>(bc), m,
+                  out.data_ptr<scalar_t>(), L, D, K, row_tiles, d_tiles);
   });
   return out;
 }

@@ -1,32 +1,261 @@
-// The three row-shaped building blocks that the CUDA attention poolers share (seq_pool's
-// backward, lama_pool's forward and backward). Each reads or writes x exactly once and
-// accumulates in the accumulate type (float, or double for double) whatever x's dtype, so
-// float16/bfloat16 inputs get float32 dot products. Defined in row_kernels.cu. The caller has
-// validated the arguments and set the device (DeviceGuard); the kernels run on the current stream.
+// The row kernels behind common/cuda/row_ops.h (row_dots, weighted_rows, combine_rows; host side:
+// row_kernels.cu). Compiled by nvcc and by the host emulator (emulator/).
 #pragma once
-#include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
+#include <cuda_runtime.h>
 
-#include <optional>
+#include <cstdint>
+
+#include "common/cuda/block_reduce.cuh"
+#include "common/cuda/launch.cuh"
 
 namespace seqops::cuda {
 
-// S[b, k, t] = x[b, t, :] . v[b, k, :] for kept rows, exactly 0 for masked ones.
-// x (B, L, D) any CUDA float dtype; v (K, D) shared by the batch or (B, K, D), in x's
-// accumulate type; mask bool (B, L) or none. Returns S (B, K, L) in the accumulate type.
-at::Tensor row_dots(const at::Tensor& x, const at::Tensor& v,
-                    const std::optional<at::Tensor>& mask);
+// ------------------------------------------------------------------------------ row_dots
+// A skinny GEMM, S = X V^T per batch element, tiled through shared memory. A block owns
+// kDotsRows rows of one batch element and TN of the K vectors; each thread owns
+// kDotsRowsPerThread rows (tid, tid + kDotsThreads) and all TN vectors, so every x element is
+// read from DRAM once per vector tile (once in all when K <= 32) and from shared memory once,
+// and the vector values are warp-uniform shared-memory broadcasts.
+constexpr int kDotsThreads = 128;
+constexpr int kDotsRowsPerThread = 2;
+constexpr int kDotsRows = kDotsThreads * kDotsRowsPerThread;  // 256
+constexpr int kDotsDepth = 16;                                // d columns per shared tile
 
-// out[b, k, :] = sum over kept t of coef[b, k, t] * x[b, t, :] (masked rows are not read).
-// coef (B, K, L) in x's accumulate type. Returns (B, K, D) in the accumulate type; split over sequence chunks, the
-// chunk partials summed in a fixed order (deterministic).
-at::Tensor weighted_rows(const at::Tensor& coef, const at::Tensor& x,
-                         const std::optional<at::Tensor>& mask);
+template <typename T, int TN, typename acc_t = at::opmath_type<T>>
+__global__ void __launch_bounds__(kDotsThreads)
+    row_dots_kernel(const T* __restrict__ x, const acc_t* __restrict__ v, int64_t v_batch_stride,
+                    const bool* __restrict__ mask, acc_t* __restrict__ out, int64_t L, int64_t D,
+                    int64_t K, int64_t row_tiles, int64_t k_tiles) {
+  // xs[dd][row]: padded so that the two rows a warp stores per instruction (16 apart) and the
+  // consecutive rows it reads per instruction fall in distinct banks.
+  __shared__ acc_t xs[kDotsDepth][kDotsRows + 1];
+  __shared__ acc_t vs[kDotsDepth][TN];
+  __shared__ bool keep_s[kDotsRows];
 
-// out[b, t, :] = base[b, :] + sum_k coef[b, k, t] * v[b, k, :] for kept rows, 0 for masked rows.
-// coef (B, K, L), v (B, K, D), base (B, D) or none, all in the accumulate type. Returns
-// (B, L, D) in out_dtype.
-at::Tensor combine_rows(const at::Tensor& coef, const at::Tensor& v,
-                        const std::optional<at::Tensor>& base,
-                        const std::optional<at::Tensor>& mask, at::ScalarType out_dtype);
+  const int64_t block = blockIdx.x;  // (b, row tile, k tile), k tile fastest (x tile reuse in L2)
+  const int64_t kt = block % k_tiles;
+  const int64_t rt = (block / k_tiles) % row_tiles;
+  const int64_t b = block / (k_tiles * row_tiles);
+  const int64_t t0 = rt * kDotsRows, k0 = kt * TN;
+  const int tid = threadIdx.x, lane = tid % kWarp, warp = tid / kWarp;
+  const T* xb = x + b * L * D;
+  const acc_t* vb = v + b * v_batch_stride;
+
+  for (int r = tid; r < kDotsRows; r += kDotsThreads) {
+    const int64_t t = t0 + r;
+    keep_s[r] = t < L && (mask == nullptr || mask[b * L + t]);
+  }
+  __syncthreads();
+
+  acc_t acc[kDotsRowsPerThread][TN];
+#pragma unroll
+  for (int r = 0; r < kDotsRowsPerThread; ++r)
+#pragma unroll
+    for (int n = 0; n < TN; ++n) acc[r][n] = acc_t(0);
+
+  // Load mapping for the x tile: a warp instruction covers 2 rows x 16 columns (two full
+  // 32-byte sectors for 16-bit types); pair index P = warp * 32 + i covers all 256 rows.
+  const int dd_load = lane % 16, half = lane / 16;
+  constexpr int kPairsPerWarp = kDotsRows / 2 / (kDotsThreads / kWarp);  // 32
+
+  for (int64_t d0 = 0; d0 < D; d0 += kDotsDepth) {
+    const int64_t d = d0 + dd_load;
+#pragma unroll 8
+    for (int i = 0; i < kPairsPerWarp; ++i) {
+      const int pair = warp * kPairsPerWarp + i;
+      const int row = (pair / 16) * 32 + half * 16 + pair % 16;
+      acc_t value = acc_t(0);
+      if (keep_s[row] && d < D) value = static_cast<acc_t>(xb[(t0 + row) * D + d]);
+      xs[dd_load][row] = value;
+    }
+#pragma unroll
+    for (int e = tid; e < TN * kDotsDepth; e += kDotsThreads) {
+      const int n = e / kDotsDepth, dd = e % kDotsDepth;
+      const int64_t k = k0 + n, dv = d0 + dd;
+      vs[dd][n] = (k < K && dv < D) ? vb[k * D + dv] : acc_t(0);
+    }
+    __syncthreads();
+#pragma unroll
+    for (int dd = 0; dd < kDotsDepth; ++dd) {
+      acc_t xv[kDotsRowsPerThread];
+#pragma unroll
+      for (int r = 0; r < kDotsRowsPerThread; ++r) xv[r] = xs[dd][tid + r * kDotsThreads];
+#pragma unroll
+      for (int n = 0; n < TN; ++n) {
+        const acc_t vv = vs[dd][n];
+#pragma unroll
+        for (int r = 0; r < kDotsRowsPerThread; ++r) acc[r][n] += xv[r] * vv;
+      }
+    }
+    __syncthreads();
+  }
+
+#pragma unroll
+  for (int r = 0; r < kDotsRowsPerThread; ++r) {
+    const int row = tid + r * kDotsThreads;
+    const int64_t t = t0 + row;
+    if (t >= L) continue;
+    const bool keep = keep_s[row];
+#pragma unroll
+    for (int n = 0; n < TN; ++n) {
+      const int64_t k = k0 + n;
+      if (k < K) out[(b * K + k) * L + t] = keep ? acc[r][n] : acc_t(0);
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------ weighted_rows
+// out[b, k, d] over one sequence chunk: a block owns (batch, chunk, kWrCols * kWrThreads
+// columns, kWrHeads coefficient rows); each thread keeps kWrHeads x kWrCols accumulators and
+// streams the chunk's rows, reading each x element once per group of kWrHeads coefficient rows.
+// The coefficients of 32 rows at a time are staged in shared memory (broadcast reads). Masked
+// rows are never loaded (their x and coefficients count as 0).
+constexpr int kWrThreads = 128;
+constexpr int kWrCols = 2;
+constexpr int kWrColTile = kWrThreads * kWrCols;  // 256
+constexpr int kWrHeads = 8;
+constexpr int kWrRowTile = 32;
+constexpr int kWrUnroll = 4;
+
+template <typename T, typename acc_t = at::opmath_type<T>>
+__global__ void __launch_bounds__(kWrThreads)
+    weighted_rows_kernel(const acc_t* __restrict__ coef, const T* __restrict__ x,
+                         const bool* __restrict__ mask, acc_t* __restrict__ partial, int64_t L,
+                         int64_t D, int64_t K, int64_t chunks, int64_t k_groups, int64_t d_tiles) {
+  __shared__ acc_t cs[kWrRowTile][kWrHeads];
+  __shared__ bool keep_s[kWrRowTile];
+
+  // (b, chunk, d tile, k group), k group fastest: the groups reading the same x tile run together.
+  const int64_t block = blockIdx.x;
+  const int64_t kg = block % k_groups;
+  const int64_t dt = (block / k_groups) % d_tiles;
+  const int64_t c = (block / (k_groups * d_tiles)) % chunks;
+  const int64_t b = block / (k_groups * d_tiles * chunks);
+  const int64_t k0 = kg * kWrHeads;
+  const int64_t t_begin = chunk_begin(c, chunks, L), t_end = chunk_begin(c + 1, chunks, L);
+  const int tid = threadIdx.x;
+  const T* xb = x + b * L * D;
+
+  int64_t cols[kWrCols];
+#pragma unroll
+  for (int j = 0; j < kWrCols; ++j) cols[j] = dt * kWrColTile + tid + j * kWrThreads;
+
+  acc_t acc[kWrHeads][kWrCols];
+#pragma unroll
+  for (int k = 0; k < kWrHeads; ++k)
+#pragma unroll
+    for (int j = 0; j < kWrCols; ++j) acc[k][j] = acc_t(0);
+
+  for (int64_t tile = t_begin; tile < t_end; tile += kWrRowTile) {
+    for (int e = tid; e < kWrRowTile * kWrHeads; e += kWrThreads) {
+      const int k = e / kWrRowTile, r = e % kWrRowTile;  // consecutive threads: consecutive t
+      const int64_t t = tile + r;
+      const bool keep = t < t_end && (mask == nullptr || mask[b * L + t]);
+      cs[r][k] = (keep && k0 + k < K) ? coef[(b * K + k0 + k) * L + t] : acc_t(0);
+      if (k == 0) keep_s[r] = keep;
+    }
+    __syncthreads();
+    for (int r0 = 0; r0 < kWrRowTile; r0 += kWrUnroll) {
+      acc_t xv[kWrUnroll][kWrCols];
+#pragma unroll
+      for (int q = 0; q < kWrUnroll; ++q)
+#pragma unroll
+        for (int j = 0; j < kWrCols; ++j)
+          xv[q][j] = (keep_s[r0 + q] && cols[j] < D)
+                         ? static_cast<acc_t>(xb[(tile + r0 + q) * D + cols[j]])
+                         : acc_t(0);
+#pragma unroll
+      for (int q = 0; q < kWrUnroll; ++q) {
+#pragma unroll
+        for (int k = 0; k < kWrHeads; ++k) {
+          const acc_t w = cs[r0 + q][k];
+#pragma unroll
+          for (int j = 0; j < kWrCols; ++j) acc[k][j] += w * xv[q][j];
+        }
+      }
+    }
+    __syncthreads();
+  }
+
+#pragma unroll
+  for (int k = 0; k < kWrHeads; ++k) {
+    if (k0 + k >= K) break;
+#pragma unroll
+    for (int j = 0; j < kWrCols; ++j)
+      if (cols[j] < D) partial[((b * chunks + c) * K + k0 + k) * D + cols[j]] = acc[k][j];
+  }
+}
+
+// ------------------------------------------------------------------------------ combine_rows
+// out[b, t, :] = base + coef[:, t]^T v for a tile of kCrRows rows and kCrCols * kCrThreads
+// columns per block: each v element loaded (from L2) once per block serves kCrRows rows.
+constexpr int kCrThreads = 128;
+constexpr int kCrCols = 2;
+constexpr int kCrColTile = kCrThreads * kCrCols;  // 256
+constexpr int kCrRows = 8;
+constexpr int kCrK = 32;  // coefficient rows staged per step
+
+template <typename T, typename acc_t = at::opmath_type<T>>
+__global__ void __launch_bounds__(kCrThreads)
+    combine_rows_kernel(const acc_t* __restrict__ coef, const acc_t* __restrict__ v,
+                        const acc_t* __restrict__ base, const bool* __restrict__ mask,
+                        T* __restrict__ out, int64_t L, int64_t D, int64_t K, int64_t row_tiles,
+                        int64_t d_tiles) {
+  __shared__ acc_t cs[kCrK][kCrRows];
+  // (b, row tile, d tile), d tile fastest.
+  const int64_t block = blockIdx.x;
+  const int64_t dt = block % d_tiles;
+  const int64_t rt = (block / d_tiles) % row_tiles;
+  const int64_t b = block / (d_tiles * row_tiles);
+  const int64_t t0 = rt * kCrRows;
+  const int tid = threadIdx.x;
+
+  int64_t cols[kCrCols];
+  acc_t start[kCrCols];
+#pragma unroll
+  for (int j = 0; j < kCrCols; ++j) {
+    cols[j] = dt * kCrColTile + tid + j * kCrThreads;
+    start[j] = (base != nullptr && cols[j] < D) ? base[b * D + cols[j]] : acc_t(0);
+  }
+  acc_t acc[kCrRows][kCrCols];
+#pragma unroll
+  for (int r = 0; r < kCrRows; ++r)
+#pragma unroll
+    for (int j = 0; j < kCrCols; ++j) acc[r][j] = start[j];
+
+  for (int64_t k0 = 0; k0 < K; k0 += kCrK) {
+    for (int e = tid; e < kCrK * kCrRows; e += kCrThreads) {
+      const int k = e / kCrRows, r = e % kCrRows;
+      const int64_t t = t0 + r;
+      cs[k][r] = (k0 + k < K && t < L) ? coef[(b * K + k0 + k) * L + t] : acc_t(0);
+    }
+    __syncthreads();
+    const int kn = static_cast<int>(K - k0 < kCrK ? K - k0 : kCrK);
+    for (int k = 0; k < kn; ++k) {
+      acc_t vv[kCrCols];
+#pragma unroll
+      for (int j = 0; j < kCrCols; ++j)
+        vv[j] = cols[j] < D ? v[(b * K + k0 + k) * D + cols[j]] : acc_t(0);
+#pragma unroll
+      for (int r = 0; r < kCrRows; ++r) {
+        const acc_t w = cs[k][r];
+#pragma unroll
+        for (int j = 0; j < kCrCols; ++j) acc[r][j] += w * vv[j];
+      }
+    }
+    __syncthreads();
+  }
+
+#pragma unroll
+  for (int r = 0; r < kCrRows; ++r) {
+    const int64_t t = t0 + r;
+    if (t >= L) break;
+    const bool keep = mask == nullptr || mask[b * L + t];
+#pragma unroll
+    for (int j = 0; j < kCrCols; ++j)
+      if (cols[j] < D) out[(b * L + t) * D + cols[j]] = keep ? static_cast<T>(acc[r][j]) : T(0);
+  }
+}
 
 }  // namespace seqops::cuda

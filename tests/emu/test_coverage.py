@@ -1,0 +1,33 @@
+"""Every CUDA kernel runs under the emulator: the op catalog (forward and backward of every op,
+score policy and compression mode) launches each __global__ kernel of csrc/ at least once."""
+import re
+
+import pytest
+import torch
+
+from support import emulator
+from support.op_cases import CASES, Sizes, input_grads, with_grads
+
+KERNEL = re.compile(r"__global__\s+void\s+(?:__launch_bounds__\([^)]*\)\s+)?(\w+)\s*\(")
+
+
+def kernel_names():
+    names = set()
+    for header in (emulator.ROOT / "csrc").rglob("*.cu*"):
+        names |= set(KERNEL.findall(header.read_text()))
+    return names
+
+
+@pytest.mark.skipif(not emulator.AVAILABLE, reason=emulator.WHY)
+def test_the_catalog_launches_every_kernel():
+    kernels = kernel_names()
+    assert len(kernels) >= 15, kernels
+    torch.ops.seqops_emu.take_launches()
+    with emulator.emulated(orders=("forward",)):
+        for name, case in CASES.items():
+            for lengths in ((9, 5), (700, 300)):  # one chunk, and several (the merge kernels)
+                sizes = Sizes(batch=2, length=lengths[0], length_q=lengths[1], dim=8, heads=2)
+                kw = with_grads(case, case.inputs(sizes, torch.Generator().manual_seed(0)))
+                input_grads(case, kw, case.run(**kw))
+    launched = set(torch.ops.seqops_emu.take_launches())
+    assert kernels <= launched, f"never launched under the emulator: {sorted(kernels - launched)}"
