@@ -5,7 +5,7 @@
 // common epilogue. Each device file registers seq_pool_entry<Kernels> etc., where Kernels has
 //   static std::tuple<at::Tensor, at::Tensor> seq_pool(const SeqPoolOperands&);        // out, lse
 //   static std::tuple<at::Tensor, at::Tensor> seq_pool_backward(const SeqPoolOperands&,
-//       dy, dy_dot_y (B, H), lse);                       // dx, dw per batch entry (B, H, D), acc
+//       dy, out (the forward's, x's dtype), lse);        // dx, dw per batch entry (B, H, D), acc
 //   static std::tuple<at::Tensor, at::Tensor> lama_pool(const LamaOperands&);    // pooled, weights
 //   static std::tuple<at::Tensor, at::Tensor, at::Tensor> lama_pool_backward(const LamaOperands&,
 //       dpooled, dweights);                                          // dx, dp, dq (H, D), acc
@@ -81,8 +81,7 @@ std::tuple<at::Tensor, at::Tensor> seq_pool_backward_entry(
   const PoolShape s = check_seq_pool_backward(grad_out, x, weight, bias, mask, out, lse);
   const SeqPoolOperands ops = seq_pool_operands(s, x, weight, bias, mask);
   const auto dy = grad_out.to(ops.acc).contiguous();
-  const auto dy_dot_y = (dy * out.to(ops.acc)).sum(-1).contiguous();  // (B, H)
-  auto [dx, dw] = Kernels::seq_pool_backward(ops, dy, dy_dot_y, lse.to(ops.acc).contiguous());
+  auto [dx, dw] = Kernels::seq_pool_backward(ops, dy, out, lse.to(ops.acc).contiguous());
   if (weight.dim() == 2) dw = dw.sum(0);  // a weight shared by the batch
   return {dx, dw.to(weight.scalar_type())};
 }

@@ -102,6 +102,8 @@ void warp_collective(WarpPost& post);  // suspends the lane until the collective
 // A fault found while resolving a collective (on the scheduler's side): fails the launch.
 void collective_fault(const WarpPost& post, const char* what);
 unsigned char* dynamic_shared();
+// Whether [address, address + bytes) lies in the running block's shared memory (static or dynamic).
+bool in_shared_memory(const void* address, size_t bytes);
 
 void resolve_shfl_xor(WarpPost* const (&lanes)[32], unsigned mask);
 void resolve_shfl_down(WarpPost* const (&lanes)[32], unsigned mask);
@@ -110,9 +112,11 @@ void resolve_shfl_idx(WarpPost* const (&lanes)[32], unsigned mask);
 void resolve_ballot(WarpPost* const (&lanes)[32], unsigned mask);
 void resolve_syncwarp(WarpPost* const (&lanes)[32], unsigned mask);
 
+// The shuffles' common body; the macros below put file and line first so that width can keep
+// its CUDA default at the end.
 template <typename T>
-T shuffle(WarpResolver how, const char* what, unsigned mask, T value, int param, int width,
-          const char* file, int line) {
+T shuffle(WarpResolver how, const char* what, const char* file, int line, unsigned mask, T value,
+          int param, int width = 32) {
   static_assert(std::is_trivially_copyable_v<T>, "warp shuffles move trivially copyable values");
   T result;
   WarpPost post{how, what, mask, &value, &result, sizeof(T), param, width, file, line};
@@ -139,13 +143,13 @@ inline unsigned vote(unsigned mask, int predicate, const char* what, const char*
 #define __syncthreads() ::seqops::emulator::sync_block(__FILE__, __LINE__)
 #define __syncwarp(...) ::seqops::emulator::syncwarp_at(__FILE__, __LINE__ __VA_OPT__(, ) __VA_ARGS__)
 #define __shfl_xor_sync(mask, v, ...) \
-  ::seqops::emulator::shfl_at(::seqops::emulator::resolve_shfl_xor, "__shfl_xor_sync", __FILE__, __LINE__, mask, v, __VA_ARGS__)
+  ::seqops::emulator::shuffle(::seqops::emulator::resolve_shfl_xor, "__shfl_xor_sync", __FILE__, __LINE__, mask, v, __VA_ARGS__)
 #define __shfl_down_sync(mask, v, ...) \
-  ::seqops::emulator::shfl_at(::seqops::emulator::resolve_shfl_down, "__shfl_down_sync", __FILE__, __LINE__, mask, v, __VA_ARGS__)
+  ::seqops::emulator::shuffle(::seqops::emulator::resolve_shfl_down, "__shfl_down_sync", __FILE__, __LINE__, mask, v, __VA_ARGS__)
 #define __shfl_up_sync(mask, v, ...) \
-  ::seqops::emulator::shfl_at(::seqops::emulator::resolve_shfl_up, "__shfl_up_sync", __FILE__, __LINE__, mask, v, __VA_ARGS__)
+  ::seqops::emulator::shuffle(::seqops::emulator::resolve_shfl_up, "__shfl_up_sync", __FILE__, __LINE__, mask, v, __VA_ARGS__)
 #define __shfl_sync(mask, v, ...) \
-  ::seqops::emulator::shfl_at(::seqops::emulator::resolve_shfl_idx, "__shfl_sync", __FILE__, __LINE__, mask, v, __VA_ARGS__)
+  ::seqops::emulator::shuffle(::seqops::emulator::resolve_shfl_idx, "__shfl_sync", __FILE__, __LINE__, mask, v, __VA_ARGS__)
 #define __ballot_sync(mask, p) ::seqops::emulator::vote(mask, p, "__ballot_sync", __FILE__, __LINE__)
 #define __any_sync(mask, p) (::seqops::emulator::vote(mask, p, "__any_sync", __FILE__, __LINE__) != 0u)
 #define __all_sync(mask, p) \
@@ -156,12 +160,6 @@ namespace seqops::emulator {
 inline void syncwarp_at(const char* file, int line, unsigned mask = 0xffffffffu) {
   WarpPost post{resolve_syncwarp, "__syncwarp", mask, nullptr, nullptr, 0, 0, 32, file, line};
   warp_collective(post);
-}
-
-template <typename T>
-T shfl_at(WarpResolver how, const char* what, const char* file, int line, unsigned mask, T value,
-          int param, int width = 32) {
-  return shuffle(how, what, mask, value, param, width, file, line);
 }
 
 }  // namespace seqops::emulator

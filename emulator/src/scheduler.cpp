@@ -417,6 +417,17 @@ void collective_fault(const WarpPost& post, const char* what) {
 
 unsigned char* dynamic_shared() { return g_run.dynamic.data(); }
 
+bool in_shared_memory(const void* address, size_t bytes) {
+  const auto* p = static_cast<const unsigned char*>(address);
+  const auto within = [&](const unsigned char* begin, size_t size) {
+    return begin != nullptr && p >= begin && p + bytes <= begin + size;
+  };
+  const size_t dynamic_bytes = g_run.launch->shared_bytes;
+  return within(g_run.dynamic.data(), dynamic_bytes) ||
+         within(__start_seqops_emu_shared,
+                static_cast<size_t>(__stop_seqops_emu_shared - __start_seqops_emu_shared));
+}
+
 // ------------------------------------------------------------------------------ host side
 
 void run_grid(const char* name, const void* kernel, dim3 grid, dim3 block, size_t shared_bytes,

@@ -35,7 +35,8 @@ def _on(device: str, *values):
 
 DEVICES = [_on(device) for device in DEVICE_TABLE]
 # The devices with a torch backend of their own: where torch.compile / export / script tests run
-# (the emulator is a TorchDispatchMode, under which Dynamo does not trace).
+# (the emulator is a TorchDispatchMode, under which Dynamo does not trace), and the tests at sizes
+# the emulator cannot run in CI's time.
 NATIVE_DEVICES = [_on(device) for device in DEVICE_TABLE if device != "emu"]
 
 

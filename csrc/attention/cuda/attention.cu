@@ -252,8 +252,7 @@ void launch(void (*kernel)(Params<scalar_t>), const char* name, int64_t blocks,
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t bytes = p.plan.elements * static_cast<int64_t>(sizeof(acc_t));
   if (bytes > 48 * 1024) allow_dynamic_shared(name, kernel, static_cast<size_t>(bytes));
-  launch_kernel(name, kernel, grid_1d(blocks, name), attention::kThreads,
-                static_cast<size_t>(bytes), p);
+  launch_kernel(name, kernel, blocks, attention::kThreads, static_cast<size_t>(bytes), p);
 }
 
 // (bq, bk) candidates per kernel, preferred first (relative pass: (bq, bn)). The forward's bq
@@ -285,8 +284,8 @@ at::Tensor bucket_sum_kernel(const at::Tensor& per_r, const at::Tensor& buckets,
   const int64_t n = heads * num_buckets;
   AT_DISPATCH_FLOATING_TYPES(per_r.scalar_type(), "t5_table_grad", [&] {
     launch_kernel("t5_table_grad_kernel", attention::t5_table_grad_kernel<scalar_t>,
-                  grid_1d(ceil_div(n, attention::kThreads), "t5_table_grad_kernel"),
-                  attention::kThreads, 0, per_r.const_data_ptr<scalar_t>(),
+                  ceil_div(n, attention::kThreads), attention::kThreads, 0,
+                  per_r.const_data_ptr<scalar_t>(),
                   buckets.const_data_ptr<int64_t>(), grad.data_ptr<scalar_t>(), heads, num_rel,
                   num_buckets);
   });

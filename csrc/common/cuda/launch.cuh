@@ -35,12 +35,14 @@ inline dim3 grid_1d(int64_t blocks, const char* kernel) {
   return dim3(static_cast<unsigned>(blocks));
 }
 
-// Launches `kernel` on PyTorch's current stream and raises if the launch failed. The arguments
-// convert to the kernel's parameter types exactly as at a <<< >>> call site.
+// Launches `kernel` over a 1-D grid of `blocks` blocks (grid_1d) on PyTorch's current stream and
+// raises if the launch failed. The arguments convert to the kernel's parameter types exactly as
+// at a <<< >>> call site.
 template <typename... Params, typename... Args>
-void launch_kernel(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block,
+void launch_kernel(const char* name, void (*kernel)(Params...), int64_t blocks, dim3 block,
                    size_t shared_bytes, Args&&... args) {
   static_assert(sizeof...(Params) == sizeof...(Args), "launch_kernel: wrong number of arguments");
+  const dim3 grid = grid_1d(blocks, name);
 #if defined(SEQOPS_EMULATOR)
   emulator::launch(name, reinterpret_cast<const void*>(kernel), grid, block, shared_bytes,
                    [&] { kernel(static_cast<Params>(args)...); });

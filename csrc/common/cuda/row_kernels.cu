@@ -24,7 +24,7 @@ void launch_row_dots(const at::Tensor& x, const at::Tensor& v, const bool* mask,
   const int64_t row_tiles = ceil_div(L, kDotsRows), k_tiles = ceil_div(K, TN);
   const int64_t v_batch_stride = v.dim() == 3 ? K * D : 0;
   launch_kernel("row_dots_kernel", row_dots_kernel<T, TN>,
-                grid_1d(B * row_tiles * k_tiles, "row_dots_kernel"), kDotsThreads, 0,
+                B * row_tiles * k_tiles, kDotsThreads, 0,
                 x.data_ptr<T>(), v.data_ptr<acc_t>(), v_batch_stride, mask,
                 out.data_ptr<acc_t>(), L, D, K, row_tiles, k_tiles);
 }
@@ -67,7 +67,7 @@ at::Tensor weighted_rows(const at::Tensor& coef, const at::Tensor& x,
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "weighted_rows", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     launch_kernel("weighted_rows_kernel", weighted_rows_kernel<scalar_t>,
-                  grid_1d(B * chunks * d_tiles * k_groups, "weighted_rows_kernel"), kWrThreads, 0,
+                  B * chunks * d_tiles * k_groups, kWrThreads, 0,
                   c.data_ptr<acc_t>(), x.data_ptr<scalar_t>(), m, partial.data_ptr<acc_t>(), L,
                   D, K, chunks, k_groups, d_tiles);
   });
@@ -96,7 +96,7 @@ at::Tensor combine_rows(const at::Tensor& coef, const at::Tensor& v,
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out_dtype, "combine_rows", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     launch_kernel("combine_rows_kernel", combine_rows_kernel<scalar_t>,
-                  grid_1d(B * row_tiles * d_tiles, "combine_rows_kernel"), kCrThreads, 0,
+                  B * row_tiles * d_tiles, kCrThreads, 0,
                   c.data_ptr<acc_t>(), vc.data_ptr<acc_t>(), data_or_null<acc_t>(bc), m,
                   out.data_ptr<scalar_t>(), L, D, K, row_tiles, d_tiles);
   });

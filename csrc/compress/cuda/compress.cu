@@ -29,7 +29,7 @@ struct CudaCompress {
       using acc_t = at::opmath_type<scalar_t>;
       const acc_t inv_rate = acc_t(1) / static_cast<acc_t>(s.rate);
       auto launch = [&](auto kernel, int64_t* index_ptr) {
-        launch_kernel("compress_kernel", kernel, grid_1d(blocks_for(n), "compress_kernel"),
+        launch_kernel("compress_kernel", kernel, blocks_for(n),
                       kCompressThreads, 0, x.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), index_ptr,
                       s.batch, s.windows, s.dim, s.rate, x.stride(0), x.stride(1), inv_rate);
       };
@@ -48,7 +48,7 @@ struct CudaCompress {
       const acc_t inv_rate = acc_t(1) / static_cast<acc_t>(s.rate);
       auto launch = [&](auto kernel, const int64_t* index_ptr) {
         launch_kernel("compress_backward_kernel", kernel,
-                      grid_1d(blocks_for(n), "compress_backward_kernel"), kCompressThreads, 0,
+                      blocks_for(n), kCompressThreads, 0,
                       grad.data_ptr<acc_t>(), index_ptr, dx.data_ptr<scalar_t>(), s.batch,
                       s.windows, s.length, s.dim, s.rate, inv_rate);
       };

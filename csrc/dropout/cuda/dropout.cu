@@ -29,7 +29,7 @@ at::Tensor dropout_cuda(const at::Tensor& x, double p, const at::Tensor& rng) {
   const int64_t blocks = std::min(ceil_div(calls, kDropoutThreads), kMaxBlocks);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "dropout_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    launch_kernel("dropout_kernel", dropout_kernel<scalar_t>, grid_1d(blocks, "dropout_kernel"),
+    launch_kernel("dropout_kernel", dropout_kernel<scalar_t>, blocks,
                   kDropoutThreads, 0, xc.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), n, calls,
                   a.stream.seed, a.stream.offset, a.keep_prob, static_cast<acc_t>(a.scale));
   });

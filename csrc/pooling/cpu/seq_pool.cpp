@@ -162,9 +162,10 @@ struct CpuSeqPool {
 
   static std::tuple<at::Tensor, at::Tensor> seq_pool_backward(const SeqPoolOperands& in,
                                                               const at::Tensor& dy,
-                                                              const at::Tensor& dy_dot_y,
+                                                              const at::Tensor& out,
                                                               const at::Tensor& lse) {
     const PoolShape& s = in.s;
+    const auto dy_dot_y = (dy * out.to(in.acc)).sum(-1).contiguous();  // (B, H)
     const ChunkPlan plan = plan_chunks(s.batch, s.length);
     auto dx = at::empty_like(in.x);
     auto dw_partial = at::empty({plan.items(), s.heads, s.dim}, dy.options());

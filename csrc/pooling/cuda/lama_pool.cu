@@ -8,8 +8,7 @@
 // Backward, three reads of x and one write of dx: c and g again; pass 1, row_dots with
 // [q; dy] recomputes u and dy_h . x_t; the chain rule through the softmax
 // (softmax_backward_kernel) and the head normalization and activation (lama_chain_kernel); then
-// dx (combine_rows) and, in pass 2, dq = du x and dp = dg c = (dg / count) sum_t x_t (one
-// weighted_rows call).
+// dx (combine_rows) and, in pass 2, dq = du x; dp = dg c from the context.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -43,15 +42,17 @@ std::pair<at::Tensor, at::Tensor> kept_counts(const PoolShape& s, const at::Tens
   return {kept, inv_count};
 }
 
-// g_h = p_h . c (B, H) from the masked mean c of x, as the CPU kernel and the reference compute
-// it. (Summing p_h . x_t over the rows instead would save this read of x and is the same number
-// for finite p, but NaN where p holds an infinity and the p_h . x_t differ in sign.)
-at::Tensor context_dots(const at::Tensor& x, const at::Tensor& p,
-                        const std::optional<at::Tensor>& mask, const at::Tensor& inv_count) {
+// The masked mean c of x (B, D) and g_h = p_h . c (B, H), as the CPU kernel and the reference
+// compute them. (Summing p_h . x_t over the rows instead would save this read of x and is the same
+// number for finite p, but NaN where p holds an infinity and the p_h . x_t differ in sign.)
+std::pair<at::Tensor, at::Tensor> context_dots(const at::Tensor& x, const at::Tensor& p,
+                                               const std::optional<at::Tensor>& mask,
+                                               const at::Tensor& inv_count) {
   const int64_t B = x.size(0), L = x.size(1);
   const auto coef = inv_count.view({B, 1, 1}).expand({B, 1, L}).contiguous();
-  const auto context = weighted_rows(coef, x, mask).squeeze(1);  // (B, D)
-  return at::matmul(context, p.t()).contiguous();
+  auto context = weighted_rows(coef, x, mask).squeeze(1);  // (B, D)
+  auto g = at::matmul(context, p.t()).contiguous();
+  return {context, g};
 }
 
 // Scores of every (b, h, t) from u (B, H, L) and g (B, H): returns (ahat, weights).
@@ -65,12 +66,12 @@ std::pair<at::Tensor, at::Tensor> lama_scores(const PoolShape& s, const LamaOpti
   const bool* m = data_or_null<bool>(mask);
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "lama_scores", [&] {
     launch_kernel("lama_scores_kernel", lama_scores_kernel<scalar_t>,
-                  grid_1d(point_blocks(B * L), "lama_scores_kernel"), kLamaPointThreads, 0,
+                  point_blocks(B * L), kLamaPointThreads, 0,
                   u.data_ptr<scalar_t>(), g.data_ptr<scalar_t>(), m, ahat.data_ptr<scalar_t>(),
                   weights.data_ptr<scalar_t>(), B, H, L, o.act, static_cast<scalar_t>(o.eps));
     if (o.normalize)
       launch_kernel("masked_softmax_kernel", masked_softmax_kernel<scalar_t>,
-                    grid_1d(B * H, "masked_softmax_kernel"), kLamaRowThreads, 0,
+                    B * H, kLamaRowThreads, 0,
                     weights.data_ptr<scalar_t>(), m, kept.data_ptr<int64_t>(), H, L);
   });
   return {ahat, weights};
@@ -86,7 +87,7 @@ static std::tuple<at::Tensor, at::Tensor> lama_pool(const LamaOperands& in) {
     return {at::empty({0, H, s.dim}, x.options()), at::empty({0, H, s.length}, x.options())};
 
   const auto [kept, inv_count] = kept_counts(s, x, in.mask, in.acc);
-  const auto g = context_dots(x, in.p, in.mask, inv_count);
+  const auto g = context_dots(x, in.p, in.mask, inv_count).second;
   const auto u = row_dots(x, in.q, in.mask);  // (B, H, L)
   const auto [ahat, weights] = lama_scores(s, in.o, u, g, in.mask, kept);
   const auto pooled = weighted_rows(weights, x, in.mask);  // (B, H, D)
@@ -108,7 +109,7 @@ static std::tuple<at::Tensor, at::Tensor, at::Tensor> lama_pool_backward(
 
   // The context, then pass 1: [u; dy_h . x_t] for the kept rows, then the forward scores again.
   const auto [kept, inv_count] = kept_counts(s, x, m, acc);
-  const auto g = context_dots(xc, pc, m, inv_count);
+  const auto [context, g] = context_dots(xc, pc, m, inv_count);
   const auto q_b = qc.unsqueeze(0).expand({B, H, D});
   const auto dots = row_dots(xc, at::cat({q_b, dy}, 1), m);
   const auto u = dots.narrow(1, 0, H).contiguous();
@@ -123,27 +124,28 @@ static std::tuple<at::Tensor, at::Tensor, at::Tensor> lama_pool_backward(
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "lama_pool_backward_cuda", [&] {
     if (o.normalize)
       launch_kernel("softmax_backward_kernel", softmax_backward_kernel<scalar_t>,
-                    grid_1d(B * H, "softmax_backward_kernel"), kLamaRowThreads, 0,
+                    B * H, kLamaRowThreads, 0,
                     grad.data_ptr<scalar_t>(), weights.data_ptr<scalar_t>(), L);
     launch_kernel("lama_chain_kernel", lama_chain_kernel<scalar_t>,
-                  grid_1d(point_blocks(B * L), "lama_chain_kernel"), kLamaPointThreads, 0,
+                  point_blocks(B * L), kLamaPointThreads, 0,
                   grad.data_ptr<scalar_t>(), dg_terms.data_ptr<scalar_t>(),
                   u.data_ptr<scalar_t>(), ahat.data_ptr<scalar_t>(), g.data_ptr<scalar_t>(), mp,
                   B, H, L, o.act, static_cast<scalar_t>(o.eps));
   });
   const auto& du = grad;
 
-  // g_h = p_h . c with c = (sum of kept x_t) / count: dp_h = dg_h c, dc = sum_h dg_h p_h, and
-  // dc reaches every kept row as dc / count.
-  const auto dg_scaled = dg_terms.sum(-1) * inv_count.unsqueeze(1);  // (B, H): dg_h / count
+  // g_h = p_h . c with c = (sum of kept x_t) / count: dp_h = dg_h c (from c itself, as the
+  // reference does: a sum of dg_h x_t / count would round each term, and the terms can cancel),
+  // dc = sum_h dg_h p_h, and dc reaches every kept row as dc / count.
+  const auto dg = dg_terms.sum(-1);                                  // (B, H)
+  const auto dp = at::matmul(dg.t(), context);                       // (H, D), summed over batch
+  const auto dg_scaled = dg * inv_count.unsqueeze(1);                // (B, H): dg_h / count
   const auto dcontext = (dg_scaled.unsqueeze(-1) * pc.unsqueeze(0)).sum(1);  // (B, D)
   // dx_t = dc / count + sum_h weights_ht dy_h + du_ht q_h on kept rows.
   auto dx = combine_rows(at::cat({weights, du}, 1), at::cat({dy, q_b}, 1), dcontext, m,
                          x.scalar_type());
-  // Pass 2: [dq; dp] = sum_t [du_ht; dg_h / count] x_t over the kept rows, summed over batch.
-  const auto dqp =
-      weighted_rows(at::cat({du, dg_scaled.unsqueeze(-1).expand({B, H, L})}, 1), xc, m);
-  const auto dq = dqp.narrow(1, 0, H).sum(0), dp = dqp.narrow(1, H, H).sum(0);  // (H, D) each
+  // Pass 2: dq = sum_t du_ht x_t over the kept rows, summed over batch.
+  const auto dq = weighted_rows(du, xc, m).sum(0);  // (H, D)
   return {dx, dp, dq};
 }
 };

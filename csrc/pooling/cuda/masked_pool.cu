@@ -50,11 +50,11 @@ static void masked_pool(const MaskedPoolOperands& in, at::Tensor& out, at::Tenso
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "masked_pool_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     launch_kernel("masked_pool_chunk_kernel", masked_pool_chunk_kernel<scalar_t>,
-                  grid_1d(B * chunks * d_tiles, "masked_pool_chunk_kernel"), kColThreads, 0,
+                  B * chunks * d_tiles, kColThreads, 0,
                   xc.data_ptr<scalar_t>(), mp, part.data_ptr<acc_t>(),
                   is_max ? part_index.data_ptr<int64_t>() : nullptr, L, D, chunks, d_tiles, is_max);
     launch_kernel("masked_pool_merge_kernel", masked_pool_merge_kernel<scalar_t>,
-                  grid_1d(point_blocks(B * D), "masked_pool_merge_kernel"), kPointThreads, 0,
+                  point_blocks(B * D), kPointThreads, 0,
                   part.data_ptr<acc_t>(), is_max ? part_index.data_ptr<int64_t>() : nullptr,
                   data_or_null<acc_t>(scale), out.data_ptr<scalar_t>(),
                   is_max ? index.data_ptr<int64_t>() : nullptr, B, D, chunks, is_max);
@@ -74,10 +74,10 @@ static void masked_pool_backward(const MaskedPoolOperands& in, const at::Tensor&
                                   "masked_pool_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     launch_kernel("masked_pool_backward_kernel", masked_pool_backward_kernel<scalar_t>,
-                  grid_1d(point_blocks(dx.numel()), "masked_pool_backward_kernel"), kPointThreads,
-                  0, g.data_ptr<acc_t>(), data_or_null<bool>(m),
-                  is_max ? idx.data_ptr<int64_t>() : nullptr, data_or_null<acc_t>(scale),
-                  dx.data_ptr<scalar_t>(), s.batch, s.length, s.dim, is_max);
+                  point_blocks(dx.numel()), kPointThreads, 0, g.data_ptr<acc_t>(),
+                  data_or_null<bool>(m), is_max ? idx.data_ptr<int64_t>() : nullptr,
+                  data_or_null<acc_t>(scale), dx.data_ptr<scalar_t>(), s.batch, s.length, s.dim,
+                  is_max);
   });
 }
 };

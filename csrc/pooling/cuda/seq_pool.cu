@@ -8,6 +8,8 @@
 #include <cuda_runtime.h>
 #include <torch/library.h>
 
+#include <limits>
+
 #include "common/cuda/launch.cuh"
 #include "common/library.h"
 #include "common/cuda/cuda_context.h"
@@ -33,14 +35,14 @@ void launch_forward(const PoolShape& s, const at::Tensor& x, const at::Tensor& w
   auto part_sum = at::empty({B, chunks, H}, opt);
   auto part_acc = at::empty({B, chunks, H, D}, opt);
   launch_kernel("seq_pool_chunk_kernel", seq_pool_chunk_kernel<T, kSlots>,
-                grid_1d(B * chunks * H, "seq_pool_chunk_kernel"), kPoolThreads, 0,
+                B * chunks * H, kPoolThreads, 0,
                 x.data_ptr<T>(), w.data_ptr<acc_t>(), per_batch ? H * D : 0,
                 data_or_null<acc_t>(bias), per_batch ? H : 0, data_or_null<bool>(mask),
                 part_max.data_ptr<acc_t>(), part_sum.data_ptr<acc_t>(),
                 part_acc.data_ptr<acc_t>(), L, D, H, chunks);
   const int64_t d_tiles = ceil_div(D, kMergeThreads);
   launch_kernel("seq_pool_merge_kernel", seq_pool_merge_kernel<T>,
-                grid_1d(B * H * d_tiles, "seq_pool_merge_kernel"), kMergeThreads, 0,
+                B * H * d_tiles, kMergeThreads, 0,
                 part_max.data_ptr<acc_t>(), part_sum.data_ptr<acc_t>(),
                 part_acc.data_ptr<acc_t>(), out.data_ptr<T>(), lse.data_ptr<acc_t>(), D, H,
                 chunks, d_tiles);
@@ -75,7 +77,7 @@ static std::tuple<at::Tensor, at::Tensor> seq_pool(const SeqPoolOperands& in) {
 
 static std::tuple<at::Tensor, at::Tensor> seq_pool_backward(const SeqPoolOperands& in,
                                                             const at::Tensor& dy,
-                                                            const at::Tensor& dy_dot_y,
+                                                            const at::Tensor& /*out*/,
                                                             const at::Tensor& lse_c) {
   const PoolShape& s = in.s;
   const at::Tensor& xc = in.x;
@@ -91,11 +93,14 @@ static std::tuple<at::Tensor, at::Tensor> seq_pool_backward(const SeqPoolOperand
   if (in.bias) logits = logits + in.bias->unsqueeze(-1);
   auto prob = at::exp(logits - lse_c.unsqueeze(-1));
   if (m) prob = prob.masked_fill(m->logical_not().unsqueeze(1), 0);
+  // These logits round differently from the forward's (another summation order), so the prob
+  // sum to 1 only to within rounding; renormalized, they sum to 1 as the softmax of these logits
+  // (one kept row: p = 1 exactly). A fully masked row stays 0.
+  prob = prob / prob.sum(-1, true).clamp_min(std::numeric_limits<float>::min());
   // d logit = p * (dy.x_t - dy.y), with dy.y taken as sum_t p_t dy.x_t (= dy.y, since
-  // sum_t p_t x_t = y) from the same dots rather than the entry's dy_dot_y: the difference then
+  // sum_t p_t x_t = y) from the same dots rather than from the output: the difference then
   // cancels exactly where it should (one kept row: p = 1, d logit = 0), and y is not rounded to
   // x's dtype first.
-  (void)dy_dot_y;
   const auto dots_dy = scores.narrow(1, H, H);
   const auto dlogit = (prob * (dots_dy - (prob * dots_dy).sum(-1, true))).contiguous();
 
