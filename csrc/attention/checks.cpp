@@ -113,6 +113,13 @@ AttentionArgs check_attention(const at::Tensor& q, const at::Tensor& k, const at
     const DropoutStream stream = read_dropout_rng(*s.dropout_rng, "dropout_rng");
     a.dropout_seed = stream.seed;
     a.dropout_offset = stream.offset;
+    // Each draw's Philox counter holds (key / 4, query, batch * head) in 32-bit words
+    // (common/philox.h): past these sizes the draws would repeat.
+    constexpr int64_t kWord = int64_t(1) << 32;
+    TORCH_CHECK(a.batch * a.heads_q <= kWord && a.len_q <= kWord && (a.len_k + 3) / 4 <= kWord,
+                "attention dropout numbers its draws with 32-bit counters: it needs batch * heads "
+                "<= 2^32, query length <= 2^32 and key length <= 2^34, got batch * heads = ",
+                a.batch * a.heads_q, ", query length ", a.len_q, ", key length ", a.len_k);
   }
   a.query_offset = s.query_offset.value_or(a.len_k - a.len_q);
 

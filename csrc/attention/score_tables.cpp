@@ -13,6 +13,33 @@ at::Tensor t5_buckets(const AttentionArgs& a, const at::Device& device) {
   return buckets.to(device);
 }
 
+T5BucketSteps t5_bucket_steps(const AttentionArgs& a) {
+  T5BucketSteps f{};
+  f.bidirectional = a.t5_bidirectional;
+  f.per_direction = a.t5_bidirectional ? a.t5_num_buckets / 2 : a.t5_num_buckets;
+  f.max_exact = f.per_direction / 2;
+  const int64_t steps = f.per_direction - f.max_exact - 1;
+  TORCH_CHECK(steps <= T5BucketSteps::kMaxSteps, "attention on CUDA takes T5 tables of at most ",
+              T5BucketSteps::kMaxSteps + 1, " logarithmic buckets per direction, got t5_table with ",
+              a.t5_num_buckets, " buckets (", steps + 1, " logarithmic per direction)");
+  f.steps = static_cast<int>(steps);
+  // The bucket of distance n = -r: t5_bucket is non-decreasing in n and reaches the last bucket
+  // by n = max_distance, so each step is the first n at which it reaches its bucket.
+  const auto bucket_of = [&](int64_t n) {
+    return t5_bucket(-n, false, f.per_direction, a.t5_max_distance);
+  };
+  for (int j = 0; j < f.steps; ++j) {
+    int64_t lo = f.max_exact, hi = a.t5_max_distance;  // bucket_of(hi) is the last bucket
+    while (lo < hi) {
+      const int64_t mid = lo + (hi - lo) / 2;
+      if (bucket_of(mid) >= f.max_exact + 1 + j) hi = mid;
+      else lo = mid + 1;
+    }
+    f.step_at[j] = lo;
+  }
+  return f;
+}
+
 at::Tensor t5_relative_table(const at::Tensor& t5_table, const at::Tensor& buckets,
                              at::ScalarType dtype) {
   return t5_table.to(dtype).index_select(1, buckets).contiguous();

@@ -4,12 +4,18 @@
 // relative position r = r_min + n.
 #pragma once
 #include "attention/attention.h"
+#include "attention/relative_position.h"
 
 namespace seqops {
 
 // T5: the bucket of every r (t5_bucket, attention/relative_position.h), int64 (num_relative,)
 // on `device`.
 at::Tensor t5_buckets(const AttentionArgs& a, const at::Device& device);
+
+// T5: the step form of the bucket function (relative_position.h), exactly t5_bucket's buckets;
+// raises if the table has more than 2 (T5BucketSteps::kMaxSteps + 1) buckets past the exact
+// range per direction.
+T5BucketSteps t5_bucket_steps(const AttentionArgs& a);
 
 // T5: t5_table[h, bucket(r)] per (head, n), (Hq, num_relative) in `dtype`, contiguous.
 at::Tensor t5_relative_table(const at::Tensor& t5_table, const at::Tensor& buckets,

@@ -43,7 +43,9 @@ SEQOPS_HOST_DEVICE Philox4 philox4x32_10(Philox4 c, uint32_t k0, uint32_t k1) {
 
 // Attention dropout: element (bh = b * Hq + h, i, j) is kept iff its uniform draw is below
 // 1 - p. One Philox call serves four consecutive keys: counter (j / 4, i, bh, offset),
-// key = seed; word j % 4 is the element's draw.
+// key = seed; word j % 4 is the element's draw. Each word is 32 bits, so the positions must
+// fit: B * Hq <= 2^32, Lq <= 2^32, Lk <= 2^34 (check_attention refuses larger calls). The offset
+// is random per call (with the 64-bit seed, 96 random bits), not a step count that could wrap.
 SEQOPS_HOST_DEVICE Philox4 attention_dropout_counter(uint64_t offset, int64_t bh, int64_t i,
                                                      int64_t j4) {
   return Philox4{{static_cast<uint32_t>(j4), static_cast<uint32_t>(i), static_cast<uint32_t>(bh),

@@ -172,6 +172,18 @@ def test_scale_and_query_offset(device):
         check_against_reference(q, k, v, None, False, {**score, "scale": 0.3}, atol=1e-10)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("buckets,max_distance,bidirectional", [(32, 128, True), (32, 128, False), (128, 40, True), (8, 20, False)])
+def test_t5_buckets_at_every_distance(device, buckets, max_distance, bidirectional):
+    """Every relative position from -299 to 299: past max_distance, and through steps that skip
+    buckets (64 per direction over distances 32 .. 40). Each pair reads the reference's bucket
+    (on CUDA the buckets come from the step form of the bucket function, built on the device)."""
+    q, k, v = make_qkv(1, 2, 2, 300, 300, 4, 4, device=device)
+    table = torch.randn(2, buckets, dtype=torch.float64, device=device) * 4
+    check_against_reference(q, k, v, None, False, {"t5_table": table, "t5_bidirectional": bidirectional,
+                                                   "t5_max_distance": max_distance}, atol=1e-9)
+
+
 def offset_score_args(policy, H, Lq, Lk, d, offset, device, dtype=torch.float64):
     """Score parameters whose relative positions follow query_offset. rel_keys covers every pair
     (rel_zero = Lq - 1 + offset); rel_keys_tight has exactly the rows a causal call may read, r up
@@ -439,6 +451,9 @@ def test_bad_inputs(device):
         (dict(rel_scores=rnd(10, 4)), "rel_scores belongs to the relative-keys score term"),
         (dict(rel_keys=rnd(20, 4, 7)), "rel_keys must have shape [20, 4, 8]"),
         (dict(t5_table=ones(4, 32, dtype=torch.long)), "t5_table must be a floating tensor"),
+        # a stride-0 query of 2^32 + 1 rows: the dropout counters' word would wrap
+        (dict(q=q[:1, :1, :1].expand(1, 1, 2 ** 32 + 1, 8), k=k[:1, :1], v=v[:1, :1], dropout_p=0.1),
+         "attention dropout numbers its draws with 32-bit counters"),
     ]
     if kernel_device(device) == "cpu":  # CUDA takes float16
         cases.append((dict(q=q.half(), k=k.half(), v=v.half()), "on CPU must be bfloat16, float32 or float64"))

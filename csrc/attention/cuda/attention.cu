@@ -18,6 +18,7 @@
 #include <cuda_runtime.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <array>
 #include <utility>
 
@@ -39,6 +40,17 @@ using attention::Params;
 using attention::SmemPlan;
 
 // ------------------------------------------------------------------------- score tensors
+
+// T5's bucket per relative position (num_relative,) int64, computed on the device.
+at::Tensor t5_buckets_on_device(const AttentionArgs& a, const at::Device& device) {
+  const int64_t n = std::max<int64_t>(a.num_relative(), 0);  // 0 for an empty query or key
+  auto buckets = at::empty({n}, at::TensorOptions().dtype(at::kLong).device(device));
+  if (n > 0)
+    launch_kernel("t5_buckets_kernel", attention::t5_buckets_kernel,
+                  ceil_div(n, attention::kThreads), attention::kThreads, 0, t5_bucket_steps(a),
+                  a.r_min(), n, buckets.data_ptr<int64_t>());
+  return buckets;
+}
 
 // The op's optional tensors as the kernels read them: in the accumulate dtype, contiguous (the
 // dense bias keeps its own strides, read through its expanded strides), kept alive here.
@@ -65,7 +77,7 @@ ScoreInputs prepare_scores(const AttentionArgs& a, const AttentionOptions& s, at
     }
     case ScorePolicy::T5:
       // The kernels read the table value per (head, r).
-      in.buckets = t5_buckets(a, device);
+      in.buckets = t5_buckets_on_device(a, device);
       in.rel_table = t5_relative_table(*s.t5_table, in.buckets, acc);
       break;
     case ScorePolicy::Alibi: in.slopes = to_acc(s.alibi_slopes); break;

@@ -740,4 +740,13 @@ __global__ void __launch_bounds__(kThreads)
   grad[idx] = sum;
 }
 
+// T5's bucket of every relative position r = r_min + n, n < num_rel, from the step form
+// (relative_position.h): built on the device, so no table crosses from the host.
+__global__ void __launch_bounds__(kThreads)
+    t5_buckets_kernel(const T5BucketSteps steps, int64_t r_min, int64_t num_rel,
+                      int64_t* __restrict__ bucket) {
+  const int64_t n = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  if (n < num_rel) bucket[n] = steps(r_min + n);
+}
+
 }  // namespace seqops::cuda::attention
