@@ -19,6 +19,7 @@ const std::map<std::string, cudaDeviceAttr>& attribute_names() {
       {"max_shared_per_block", cudaDevAttrMaxSharedMemoryPerBlock},
       {"max_shared_per_block_optin", cudaDevAttrMaxSharedMemoryPerBlockOptin},
       {"multiprocessor_count", cudaDevAttrMultiProcessorCount},
+      {"compute_capability_major", cudaDevAttrComputeCapabilityMajor},
   };
   return names;
 }

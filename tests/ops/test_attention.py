@@ -161,6 +161,59 @@ def test_low_precision(device, dtype, policy):
                         [q, k, v, *tensors.values()], dtype, grad_inputs=3, floor=2e-3)
 
 
+# Head dims (d, dv) and score terms of the tensor-core forward (CUDA, float16 / bfloat16, head
+# dims multiples of 16 up to 128: attention_mma_kernels.cuh).
+TENSOR_CORE_CASES = [(16, 16, "none"), (64, 32, "bias"), (128, 128, "t5"), (32, 64, "alibi"), (64, 64, "dropout")]
+
+
+@pytest.mark.parametrize("device,dtype", LOW_PRECISION_CASES)
+@pytest.mark.parametrize("d,dv,policy", TENSOR_CORE_CASES)
+def test_tensor_core_head_dims(device, dtype, d, dv, policy):
+    """Causal with a query offset, GQA, key padding with a fully masked row, two query tiles and
+    three key tiles (the last ones partial), each score term and dropout (the Philox stream's
+    mask in the reference): outputs and gradients by the low-precision rule; on the emulator the
+    tensor-core kernel must be the one that ran."""
+    B, Hq, Hk, Lq, Lk = 2, 4, 2, 70, 150
+    q, k, v = make_qkv(B, Hq, Hk, Lq, Lk, d, dv, device=device)
+    mask = random_mask(B, Lk, device)
+    p = 0.25 if policy == "dropout" else 0.0
+    score = score_args("none" if p else policy, Hq, Lq, Lk, d, B, device=device)
+    tensors = {n: t for n, t in score.items() if isinstance(t, torch.Tensor)}
+    options = {n: t for n, t in score.items() if not isinstance(t, torch.Tensor)}
+    keep = philox_keep_of(7, B, Hq, Lq, Lk, p, device) if p else None
+
+    def kernel(q, k, v, *ts):
+        torch.manual_seed(7)
+        return attention(q, k, v, mask, True, None, p, query_offset=60, **options, **dict(zip(tensors, ts)))
+
+    def eager(q, k, v, *ts):
+        drop = {"dropout_mask": keep, "dropout_p": p} if p else {}
+        return ref.attention(q, k, v, mask, True, query_offset=60, **drop, **options, **dict(zip(tensors, ts)))[0]
+
+    emulated = kernel_device(device) == "emu"
+    if emulated:
+        torch.ops.seqops_emu.take_launches()
+    check_low_precision(kernel, eager, [q, k, v, *tensors.values()], dtype, grad_inputs=3, floor=2e-3)
+    if emulated:
+        assert "attention_forward_mma_kernel" in torch.ops.seqops_emu.take_launches()
+
+
+@pytest.mark.skipif(not emulator.AVAILABLE, reason=emulator.WHY)
+@pytest.mark.parametrize("major,d,kernel", [(9, 32, "attention_forward_mma_kernel"), (7, 32, "attention_forward_kernel"),
+                                            (9, 24, "attention_forward_kernel")])
+def test_emulated_tensor_core_dispatch(major, d, kernel):
+    """Tensor cores from sm_80 on, for head dims that are multiples of 16; the SIMT kernel
+    otherwise, with the same results by the low-precision rule."""
+    q, k, v = make_qkv(1, 2, 2, 20, 33, d, d)
+    torch.ops.seqops_emu.take_launches()
+    with emulator.emulated():
+        emulator.set_device_attribute("compute_capability_major", major)
+        check_low_precision(lambda *a: attention(*a, causal=True), lambda *a: ref.attention(*a, causal=True)[0],
+                            [q, k, v], torch.float16, grad_inputs=3, floor=2e-3)
+    launched = torch.ops.seqops_emu.take_launches()
+    assert kernel in launched and ({"attention_forward_kernel", "attention_forward_mma_kernel"} - {kernel}).isdisjoint(launched)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_scale_and_query_offset(device):
     B, H, Lq, Lk, d = 1, 2, 9, 20, 16

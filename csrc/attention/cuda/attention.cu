@@ -20,9 +20,11 @@
 
 #include <algorithm>
 #include <array>
+#include <type_traits>
 #include <utility>
 
 #include "attention/cuda/attention_kernels.cuh"
+#include "attention/cuda/attention_mma_kernels.cuh"
 #include "common/cuda/block_reduce.cuh"
 #include "common/cuda/launch.cuh"
 #include "common/library.h"
@@ -287,6 +289,35 @@ void set_tiles(Params<scalar_t>& p, const TileChoice& t, int64_t extent, int64_t
   p.tiles = ceil_div(extent, per_tile);
 }
 
+// Whether the forward runs on tensor cores (attention_mma_kernels.cuh): float16 / bfloat16 on
+// sm_80 or newer, head dims multiples of 16 up to kMmaMaxDim, any score term but relative keys
+// (whose (q + v).R products stay on the SIMT kernel).
+template <typename scalar_t, typename Policy>
+bool forward_on_tensor_cores(const AttentionArgs& a, const at::Tensor& q) {
+  if constexpr (!attention::kTensorCoreType<scalar_t> || Policy::kRelativeKeys) {
+    return false;
+  } else {
+    const auto fits = [](int64_t dim) { return dim % 16 == 0 && dim <= attention::kMmaMaxDim; };
+    return fits(a.dim) && fits(a.dim_v) &&
+           device_attribute(cudaDevAttrComputeCapabilityMajor, q.get_device()) >= 8 &&
+           attention::mma_forward_shared_bytes(a.dim, a.dim_v) <= max_shared_bytes(q);
+  }
+}
+
+template <typename scalar_t, typename Policy>
+void launch_forward_on_tensor_cores(Params<scalar_t>& p, const AttentionArgs& a) {
+  if constexpr (attention::kTensorCoreType<scalar_t> && !Policy::kRelativeKeys) {
+    p.bq = attention::kMmaRows;
+    p.bk = attention::kMmaKeys;
+    p.tiles = ceil_div(a.len_q, attention::kMmaRows);
+    const auto kernel = attention::attention_forward_mma_kernel<scalar_t, Policy>;
+    const auto bytes = static_cast<size_t>(attention::mma_forward_shared_bytes(a.dim, a.dim_v));
+    if (bytes > 48 * 1024) allow_dynamic_shared("attention_forward_mma_kernel", kernel, bytes);
+    launch_kernel("attention_forward_mma_kernel", kernel, a.batch * a.heads_q * p.tiles,
+                  attention::kThreads, bytes, p);
+  }
+}
+
 // T5's per-bucket sums of per_r (Hq, num_relative) in a fixed order (score_tables.h's
 // BucketSum for CUDA).
 at::Tensor bucket_sum_kernel(const at::Tensor& per_r, const at::Tensor& buckets,
@@ -328,6 +359,10 @@ struct CudaAttention {
       p.lse_out = lse.data_ptr<acc_t>();
       dispatch_policy(a.policy, [&](auto policy) {
         using Policy = decltype(policy);
+        if (forward_on_tensor_cores<scalar_t, Policy>(a, q)) {
+          launch_forward_on_tensor_cores<scalar_t, Policy>(p, a);
+          return;
+        }
         const TileChoice t = choose_tiles(kForwardTiles, forward_plan, a.len_q, a.len_k, a,
                                           sizeof(acc_t), max_bytes, "attention forward");
         set_tiles(p, t, a.len_q, t.bq);
