@@ -1,6 +1,6 @@
 // The tensor-core test kernels (tensor_core_kernels.cuh) on a real GPU, on the data the emulator's
-// tensor_core_test.cpp uses: each product must equal the reference bit for bit (the data make every
-// sum exact in float) and each ldmatrix must leave the PTX ISA's layout. CI compiles it (no GPU
+// tensor_core_test.cpp uses: each product (and the warp_mma.cuh chain) must equal the reference bit
+// for bit (the data make every sum exact in float) and each ldmatrix must leave the PTX ISA's layout. CI compiles it (no GPU
 // there); a session lent a GPU (sm_80 or newer) runs it:
 //   nvcc -std=c++20 -arch=sm_90 -I csrc tests/emu/tensor_core_check.cu -o /tmp/tc && /tmp/tc
 // Prints PASS / FAIL lines, and what the device gives for the emulator's rounding case; exit 0
@@ -88,6 +88,24 @@ bool device_ldmatrix_matches(const std::vector<uint16_t>& m) {
   return ok;
 }
 
+template <MmaInput kIn>
+bool device_warp_tiles_match(const WarpProblem& p) {
+  const bool bf16 = kIn == MmaInput::kBF16;
+  uint16_t* a = to_device(bits(p.a, bf16));
+  uint16_t* b = to_device(bits(p.b, bf16));
+  uint16_t* c = to_device(bits(p.c, bf16));
+  float* ab_t = to_device(std::vector<float>(16 * p.n));
+  float* ab_t_c = to_device(std::vector<float>(16 * p.cols));
+  kernels::warp_tiles_kernel<kIn><<<1, 32>>>(a, b, c, ab_t, ab_t_c);
+  check(cudaGetLastError());
+  const auto [want_ab_t, want_ab_t_c] = warp_reference(p);
+  const bool ok = to_host(ab_t, 16 * p.n) == want_ab_t && to_host(ab_t_c, 16 * p.cols) == want_ab_t_c;
+  for (void* q : {static_cast<void*>(a), static_cast<void*>(b), static_cast<void*>(c), static_cast<void*>(ab_t),
+                  static_cast<void*>(ab_t_c)})
+    check(cudaFree(q));
+  return ok;
+}
+
 }  // namespace
 
 int main() {
@@ -99,6 +117,9 @@ int main() {
              device_ldmatrix_matches<2, false>(m) && device_ldmatrix_matches<2, true>(m) &&
              device_ldmatrix_matches<4, false>(m) && device_ldmatrix_matches<4, true>(m),
          "ldmatrix x1 / x2 / x4 (.trans) layouts");
+  const WarpProblem wp = warp_problem(kernels::kWarpK, kernels::kWarpN, kernels::kWarpCols, 3);
+  expect(device_warp_tiles_match<MmaInput::kF16>(wp) && device_warp_tiles_match<MmaInput::kBF16>(wp),
+         "warp_mma.cuh chain A B^T, (A B^T) C in f16 and bf16");
   // The emulator rounds the exact sum once (16777224); a device may round differently.
   Problem p{std::vector<double>(256, 1.0), std::vector<double>(128, 0.5), std::vector<double>(128, 16777216.0)};
   std::printf("INFO 2^24 + 16 x 0.5 on this device: %.1f (emulator: 16777224.0)\n",

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstring>
 #include <random>
+#include <utility>
 #include <vector>
 
 namespace tensor_core_data {
@@ -73,6 +74,39 @@ inline std::vector<uint32_t> expected_ldmatrix(const std::vector<uint16_t>& m, i
     }
   }
   return out;
+}
+
+// Integer matrices for the warp-tile chain (tensor_core_kernels.cuh's warp_tiles_kernel) with
+// entries in [-2, 2]: A B^T stays below 2^8 in magnitude (exact in f16 and bf16), so both
+// products are exact, and the references below are bit for bit.
+struct WarpProblem {
+  int k, n, cols;
+  std::vector<double> a, b, c;  // 16 x k, n x k, n x cols, row-major
+};
+
+inline WarpProblem warp_problem(int k, int n, int cols, unsigned seed) {
+  std::mt19937 gen(seed);
+  std::uniform_int_distribution<int> pick(-2, 2);
+  WarpProblem p{k, n, cols, std::vector<double>(16 * k), std::vector<double>(n * k), std::vector<double>(n * cols)};
+  for (auto* m : {&p.a, &p.b, &p.c})
+    for (double& x : *m) x = pick(gen);
+  return p;
+}
+
+// A B^T (16 x n) and (A B^T) C (16 x cols).
+inline std::pair<std::vector<float>, std::vector<float>> warp_reference(const WarpProblem& p) {
+  std::vector<double> ab(16 * p.n, 0.0);
+  for (int m = 0; m < 16; ++m)
+    for (int j = 0; j < p.n; ++j)
+      for (int kk = 0; kk < p.k; ++kk) ab[m * p.n + j] += p.a[m * p.k + kk] * p.b[j * p.k + kk];
+  std::vector<float> abc(16 * p.cols, 0.f);
+  for (int m = 0; m < 16; ++m)
+    for (int col = 0; col < p.cols; ++col) {
+      double s = 0;
+      for (int j = 0; j < p.n; ++j) s += ab[m * p.n + j] * p.c[j * p.cols + col];
+      abc[m * p.cols + col] = static_cast<float>(s);
+    }
+  return {std::vector<float>(ab.begin(), ab.end()), abc};
 }
 
 }  // namespace tensor_core_data

@@ -1,6 +1,7 @@
 // The emulator's tensor-core instructions on their own (no torch): mma.sync m16n8k16 and ldmatrix
 // (csrc/common/cuda/tensor_core.cuh, emulator/src/tensor_core.cpp) against a plain matrix product
-// and the PTX ISA's layouts written out independently here, in every thread order; and the faults
+// and the PTX ISA's layouts written out independently here, in every thread order; the warp-tile
+// helpers the attention kernels chain (warp_mma.cuh) against exact products; and the faults
 // a GPU would leave undefined. Data are exactly representable in f16 and bf16, and the products'
 // sums exact in float, so results must match bit for bit.
 #include <cmath>
@@ -61,6 +62,29 @@ void mma_rounding_and_specials() {
   expect(std::isinf(d[0]) && std::isnan(d[1]) && d[8] == 16777224.0f, "inf and inf x 0 propagate");
 }
 
+// The warp_mma.cuh chain (A B^T, then (A B^T) C through its A fragments) against the exact
+// products, both 16-bit types, every order.
+template <MmaInput kIn>
+bool warp_tiles_match(const WarpProblem& p) {
+  const bool bf16 = kIn == MmaInput::kBF16;
+  const auto a = bits(p.a, bf16), b = bits(p.b, bf16), c = bits(p.c, bf16);
+  std::vector<float> ab_t(16 * p.n), ab_t_c(16 * p.cols);
+  emu::launch("warp_tiles", nullptr, dim3(1), dim3(32), 0, [&] {
+    kernels::warp_tiles_kernel<kIn>(a.data(), b.data(), c.data(), ab_t.data(), ab_t_c.data());
+  });
+  const auto [want_ab_t, want_ab_t_c] = warp_reference(p);
+  return ab_t == want_ab_t && ab_t_c == want_ab_t_c;
+}
+
+void warp_tiles() {
+  const WarpProblem p = warp_problem(kernels::kWarpK, kernels::kWarpN, kernels::kWarpCols, 3);
+  for (const auto& [order, order_name] : kOrders) {
+    emu::set_order(order, 7);
+    expect(warp_tiles_match<MmaInput::kF16>(p), std::string("f16 warp tiles, ") + order_name);
+    expect(warp_tiles_match<MmaInput::kBF16>(p), std::string("bf16 warp tiles, ") + order_name);
+  }
+}
+
 template <int kTiles, bool kTrans>
 bool ldmatrix_matches_layout(const std::vector<uint16_t>& m) {
   std::vector<uint32_t> out(32 * kTiles);
@@ -118,6 +142,7 @@ int main(int argc, char** argv) {
       {"mma_bf16", mma_bf16},
       {"mma_rounding_and_specials", mma_rounding_and_specials},
       {"ldmatrix_layouts", ldmatrix_layouts},
+      {"warp_tiles", warp_tiles},
       {"ldmatrix_misaligned", ldmatrix_misaligned},
       {"ldmatrix_outside_shared", ldmatrix_outside_shared},
       {"mma_half_warp", mma_half_warp},

@@ -1,8 +1,9 @@
 """The emulator's C++ test programs (built by emulator/CMakeLists.txt): shim_test.cpp checks the
 shim's collectives and that each fault a GPU would hang on or leave undefined is reported;
 tensor_core_test.cpp checks mma.sync and ldmatrix against a plain matrix product and the PTX
-layouts. One pytest case per C++ case, read from each program's table; the shared-memory overflow
-must be caught by the canary, or by AddressSanitizer in the sanitizer build (where it aborts)."""
+layouts, and the warp-tile helpers (warp_mma.cuh) against exact products. One pytest case per C++
+case, read from each program's table; the shared-memory overflow must be caught by the canary,
+or by AddressSanitizer in the sanitizer build (where it aborts)."""
 import os
 import pathlib
 import subprocess
@@ -51,7 +52,7 @@ def test_case(program, case):
 def test_the_tables_are_read():
     shim, tensor_core = table("shim_test"), table("tensor_core_test")
     assert len(shim) >= 17 and "shuffles" in shim and "shared_overflow" in shim
-    assert len(tensor_core) >= 7 and "mma_f16" in tensor_core and "ldmatrix_layouts" in tensor_core
+    assert len(tensor_core) >= 8 and {"mma_f16", "ldmatrix_layouts", "warp_tiles"} <= set(tensor_core)
 
 
 def test_shared_memory_overflow_is_caught():

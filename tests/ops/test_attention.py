@@ -6,7 +6,8 @@ from seqops import reference as ref
 from seqops.ops import attention, attention_with_lse, dropout_rng
 
 from support import emulator
-from support import DEVICES, LOW_PRECISION_CASES, NATIVE_DEVICES, check_low_precision, kernel_device, noncontiguous, random_mask
+from support import (DEVICES, LOW_PRECISION_CASES, NATIVE_DEVICES, check_low_precision, kernel_device, low_precision,
+                     noncontiguous, random_mask)
 
 POLICIES = ["none", "bias", "bias_broadcast", "t5", "t5_causal_table", "alibi", "rel_keys", "rel_keys_partial"]
 
@@ -161,18 +162,21 @@ def test_low_precision(device, dtype, policy):
                         [q, k, v, *tensors.values()], dtype, grad_inputs=3, floor=2e-3)
 
 
-# Head dims (d, dv) and score terms of the tensor-core forward (CUDA, float16 / bfloat16, head
+# Head dims (d, dv) and score terms of the tensor-core kernels (CUDA, float16 / bfloat16, head
 # dims multiples of 16 up to 128: attention_mma_kernels.cuh).
 TENSOR_CORE_CASES = [(16, 16, "none"), (64, 32, "bias"), (128, 128, "t5"), (32, 64, "alibi"), (64, 64, "dropout")]
+TENSOR_CORE_KERNELS = ("attention_forward_mma_kernel", "attention_dkdv_mma_kernel", "attention_dq_mma_kernel")
+SIMT_KERNELS = ("attention_forward_kernel", "attention_dkdv_kernel", "attention_dq_kernel")
 
 
 @pytest.mark.parametrize("device,dtype", LOW_PRECISION_CASES)
 @pytest.mark.parametrize("d,dv,policy", TENSOR_CORE_CASES)
 def test_tensor_core_head_dims(device, dtype, d, dv, policy):
-    """Causal with a query offset, GQA, key padding with a fully masked row, two query tiles and
-    three key tiles (the last ones partial), each score term and dropout (the Philox stream's
-    mask in the reference): outputs and gradients by the low-precision rule; on the emulator the
-    tensor-core kernel must be the one that ran."""
+    """Causal with a query offset, GQA, key padding with a fully masked row, query and key tiles
+    whose last ones are partial (forward and dQ: 64 queries a block, dK/dV: 64 keys a block, 32
+    queries or keys a step), each score term and dropout (the Philox stream's mask in the
+    reference): outputs and the gradients of q, k, v and the score tensor by the low-precision
+    rule; on the emulator the tensor-core kernels must be the ones that ran."""
     B, Hq, Hk, Lq, Lk = 2, 4, 2, 70, 150
     q, k, v = make_qkv(B, Hq, Hk, Lq, Lk, d, dv, device=device)
     mask = random_mask(B, Lk, device)
@@ -193,16 +197,15 @@ def test_tensor_core_head_dims(device, dtype, d, dv, policy):
     emulated = kernel_device(device) == "emu"
     if emulated:
         torch.ops.seqops_emu.take_launches()
-    check_low_precision(kernel, eager, [q, k, v, *tensors.values()], dtype, grad_inputs=3, floor=2e-3)
+    check_low_precision(kernel, eager, [q, k, v, *tensors.values()], dtype, grad_inputs=3 + len(tensors), floor=2e-3)
     if emulated:
-        assert "attention_forward_mma_kernel" in torch.ops.seqops_emu.take_launches()
+        assert set(TENSOR_CORE_KERNELS) <= set(torch.ops.seqops_emu.take_launches())
 
 
 @pytest.mark.skipif(not emulator.AVAILABLE, reason=emulator.WHY)
-@pytest.mark.parametrize("major,d,kernel", [(9, 32, "attention_forward_mma_kernel"), (7, 32, "attention_forward_kernel"),
-                                            (9, 24, "attention_forward_kernel")])
-def test_emulated_tensor_core_dispatch(major, d, kernel):
-    """Tensor cores from sm_80 on, for head dims that are multiples of 16; the SIMT kernel
+@pytest.mark.parametrize("major,d,kernels", [(9, 32, TENSOR_CORE_KERNELS), (7, 32, SIMT_KERNELS), (9, 24, SIMT_KERNELS)])
+def test_emulated_tensor_core_dispatch(major, d, kernels):
+    """Tensor cores from sm_80 on, for head dims that are multiples of 16; the SIMT kernels
     otherwise, with the same results by the low-precision rule."""
     q, k, v = make_qkv(1, 2, 2, 20, 33, d, d)
     torch.ops.seqops_emu.take_launches()
@@ -210,8 +213,8 @@ def test_emulated_tensor_core_dispatch(major, d, kernel):
         emulator.set_device_attribute("compute_capability_major", major)
         check_low_precision(lambda *a: attention(*a, causal=True), lambda *a: ref.attention(*a, causal=True)[0],
                             [q, k, v], torch.float16, grad_inputs=3, floor=2e-3)
-    launched = torch.ops.seqops_emu.take_launches()
-    assert kernel in launched and ({"attention_forward_kernel", "attention_forward_mma_kernel"} - {kernel}).isdisjoint(launched)
+    launched = set(torch.ops.seqops_emu.take_launches())
+    assert set(kernels) <= launched and (set(TENSOR_CORE_KERNELS + SIMT_KERNELS) - set(kernels)).isdisjoint(launched)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -463,14 +466,18 @@ def test_dropout_keep_rate(device):
 # ----------------------------------------------------------------------------- determinism
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("policy", ["none", "bias", "t5", "rel_keys"])
-def test_backward_bitwise_deterministic(device, policy):
+@pytest.mark.parametrize("policy,dtype", [("none", torch.float32), ("bias", torch.float32), ("t5", torch.float32),
+                                          ("rel_keys", torch.float32), ("bias", torch.float16), ("t5", torch.bfloat16)])
+def test_backward_bitwise_deterministic(device, policy, dtype):
+    """Three runs give the same bits (on CUDA in 16 bits: the tensor-core kernels)."""
+    if dtype != torch.float32 and dtype not in low_precision(device):
+        pytest.skip(f"no {dtype} kernels on {device}")
     B, Hq, Hk, Lq, Lk, d = 2, 4, 2, 300, 300, 32
-    q, k, v = make_qkv(B, Hq, Hk, Lq, Lk, d, d, torch.float32, device)
-    score = {n: (t.float().requires_grad_(True) if isinstance(t, torch.Tensor) else t)
+    q, k, v = make_qkv(B, Hq, Hk, Lq, Lk, d, d, dtype, device)
+    score = {n: (t.to(dtype).requires_grad_(True) if isinstance(t, torch.Tensor) else t)
              for n, t in score_args(policy, Hq, Lq, Lk, d, B, device=device).items()}
     leaves = [t.requires_grad_(True) for t in (q, k, v)] + [t for t in score.values() if isinstance(t, torch.Tensor)]
-    grad = torch.randn(B, Hq, Lq, d, device=device)
+    grad = torch.randn(B, Hq, Lq, d, device=device, dtype=dtype)
     runs = []
     for _ in range(3):
         out = attention(*leaves[:3], None, True, **score)

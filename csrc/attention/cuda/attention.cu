@@ -1,4 +1,7 @@
-// seqops::attention on CUDA: host side. The kernels are in attention_kernels.cuh.
+// seqops::attention on CUDA: host side. The SIMT kernels are in attention_kernels.cuh, the
+// tensor-core ones (float16 / bfloat16 on sm_80+, head dims multiples of 16 up to 128, every
+// score term but relative keys: they replace the forward, dK/dV and dQ kernels below) in
+// attention_mma_kernels.cuh.
 //
 // Forward: attention_forward_kernel, grid (batch, q head, query tile), an online softmax over
 // the key tiles. Backward, recompute-based and deterministic (no atomics; every sum has a fixed
@@ -289,33 +292,43 @@ void set_tiles(Params<scalar_t>& p, const TileChoice& t, int64_t extent, int64_t
   p.tiles = ceil_div(extent, per_tile);
 }
 
-// Whether the forward runs on tensor cores (attention_mma_kernels.cuh): float16 / bfloat16 on
-// sm_80 or newer, head dims multiples of 16 up to kMmaMaxDim, any score term but relative keys
-// (whose (q + v).R products stay on the SIMT kernel).
+// The score policies and dtypes the tensor-core kernels (attention_mma_kernels.cuh) take:
+// float16 / bfloat16, any score term but relative keys (whose (q + v).R products stay SIMT).
 template <typename scalar_t, typename Policy>
-bool forward_on_tensor_cores(const AttentionArgs& a, const at::Tensor& q) {
-  if constexpr (!attention::kTensorCoreType<scalar_t> || Policy::kRelativeKeys) {
-    return false;
-  } else {
-    const auto fits = [](int64_t dim) { return dim % 16 == 0 && dim <= attention::kMmaMaxDim; };
-    return fits(a.dim) && fits(a.dim_v) &&
-           device_attribute(cudaDevAttrComputeCapabilityMajor, q.get_device()) >= 8 &&
-           attention::mma_forward_shared_bytes(a.dim, a.dim_v) <= max_shared_bytes(q);
-  }
+constexpr bool kTensorCorePolicy = attention::kTensorCoreType<scalar_t> && !Policy::kRelativeKeys;
+
+// Whether the GPU and head dims allow the tensor-core kernels, whose blocks need `bytes` of
+// shared memory: sm_80 or newer, head dims multiples of 16 up to kMmaMaxDim.
+bool tensor_cores_fit(const AttentionArgs& a, const at::Tensor& q, int64_t bytes) {
+  const auto fits = [](int64_t dim) { return dim % 16 == 0 && dim <= attention::kMmaMaxDim; };
+  return fits(a.dim) && fits(a.dim_v) &&
+         device_attribute(cudaDevAttrComputeCapabilityMajor, q.get_device()) >= 8 &&
+         bytes <= max_shared_bytes(q);
 }
 
+// Launches a tensor-core kernel over grid_heads x (extent / kMmaRows) blocks.
+template <typename scalar_t>
+void launch_mma(void (*kernel)(Params<scalar_t>), const char* name, Params<scalar_t>& p,
+                int64_t grid_heads, int64_t extent, int64_t bytes) {
+  p.tiles = ceil_div(extent, attention::kMmaRows);
+  if (bytes > 48 * 1024) allow_dynamic_shared(name, kernel, static_cast<size_t>(bytes));
+  launch_kernel(name, kernel, grid_heads * p.tiles, attention::kThreads, static_cast<size_t>(bytes), p);
+}
+
+// dK, dV and dQ on tensor cores when they fit (tensor_cores_fit); false: the SIMT kernels' turn.
 template <typename scalar_t, typename Policy>
-void launch_forward_on_tensor_cores(Params<scalar_t>& p, const AttentionArgs& a) {
-  if constexpr (attention::kTensorCoreType<scalar_t> && !Policy::kRelativeKeys) {
-    p.bq = attention::kMmaRows;
-    p.bk = attention::kMmaKeys;
-    p.tiles = ceil_div(a.len_q, attention::kMmaRows);
-    const auto kernel = attention::attention_forward_mma_kernel<scalar_t, Policy>;
-    const auto bytes = static_cast<size_t>(attention::mma_forward_shared_bytes(a.dim, a.dim_v));
-    if (bytes > 48 * 1024) allow_dynamic_shared("attention_forward_mma_kernel", kernel, bytes);
-    launch_kernel("attention_forward_mma_kernel", kernel, a.batch * a.heads_q * p.tiles,
-                  attention::kThreads, bytes, p);
+bool backward_on_tensor_cores(Params<scalar_t>& p, const AttentionArgs& a, const at::Tensor& q) {
+  if constexpr (kTensorCorePolicy<scalar_t, Policy>) {
+    const int64_t dkdv_bytes = attention::mma_dkdv_shared_bytes(a.dim, a.dim_v);
+    const int64_t dq_bytes = attention::mma_dq_shared_bytes(a.dim, a.dim_v);
+    if (!tensor_cores_fit(a, q, std::max(dkdv_bytes, dq_bytes))) return false;
+    launch_mma(attention::attention_dkdv_mma_kernel<scalar_t, Policy>, "attention_dkdv_mma_kernel", p,
+               a.batch * a.heads_k, a.len_k, dkdv_bytes);
+    launch_mma(attention::attention_dq_mma_kernel<scalar_t, Policy>, "attention_dq_mma_kernel", p,
+               a.batch * a.heads_q, a.len_q, dq_bytes);
+    return true;
   }
+  return false;
 }
 
 // T5's per-bucket sums of per_r (Hq, num_relative) in a fixed order (score_tables.h's
@@ -359,9 +372,13 @@ struct CudaAttention {
       p.lse_out = lse.data_ptr<acc_t>();
       dispatch_policy(a.policy, [&](auto policy) {
         using Policy = decltype(policy);
-        if (forward_on_tensor_cores<scalar_t, Policy>(a, q)) {
-          launch_forward_on_tensor_cores<scalar_t, Policy>(p, a);
-          return;
+        if constexpr (kTensorCorePolicy<scalar_t, Policy>) {
+          const int64_t bytes = attention::mma_forward_shared_bytes(a.dim, a.dim_v);
+          if (tensor_cores_fit(a, q, bytes)) {
+            launch_mma(attention::attention_forward_mma_kernel<scalar_t, Policy>,
+                       "attention_forward_mma_kernel", p, a.batch * a.heads_q, a.len_q, bytes);
+            return;
+          }
         }
         const TileChoice t = choose_tiles(kForwardTiles, forward_plan, a.len_q, a.len_k, a,
                                           sizeof(acc_t), max_bytes, "attention forward");
@@ -420,19 +437,22 @@ struct CudaAttention {
       p.drel = data_or_null<acc_t>(drel);
       dispatch_policy(a.policy, [&](auto policy) {
         using Policy = decltype(policy);
-        TileChoice t = choose_tiles(kDkDvTiles, dkdv_plan, a.len_q, a.len_k, a, sizeof(acc_t),
-                                    max_bytes, "attention dK/dV");
-        set_tiles(p, t, a.len_k, t.bk);
-        launch(attention::attention_dkdv_kernel<scalar_t, Policy>, "attention_dkdv_kernel",
-               a.batch * a.heads_k * p.tiles, p);
-        t = choose_tiles(kDqTiles, dq_plan, a.len_q, a.len_k, a, sizeof(acc_t), max_bytes,
-                         "attention dQ");
-        set_tiles(p, t, a.len_q, t.bq);
-        launch(attention::attention_dq_kernel<scalar_t, Policy>, "attention_dq_kernel",
-               a.batch * a.heads_q * p.tiles, p);
+        if (!backward_on_tensor_cores<scalar_t, Policy>(p, a, q)) {
+          TileChoice t = choose_tiles(kDkDvTiles, dkdv_plan, a.len_q, a.len_k, a, sizeof(acc_t),
+                                      max_bytes, "attention dK/dV");
+          set_tiles(p, t, a.len_k, t.bk);
+          launch(attention::attention_dkdv_kernel<scalar_t, Policy>, "attention_dkdv_kernel",
+                 a.batch * a.heads_k * p.tiles, p);
+          t = choose_tiles(kDqTiles, dq_plan, a.len_q, a.len_k, a, sizeof(acc_t), max_bytes,
+                           "attention dQ");
+          set_tiles(p, t, a.len_q, t.bq);
+          launch(attention::attention_dq_kernel<scalar_t, Policy>, "attention_dq_kernel",
+                 a.batch * a.heads_q * p.tiles, p);
+        }
         if constexpr (Policy::kRelativeGrad) {
-          t = choose_tiles(kRelativeTiles, relative_plan, a.len_q, a.num_relative(), a,
-                           sizeof(acc_t), max_bytes, "attention relative-position gradient");
+          const TileChoice t = choose_tiles(kRelativeTiles, relative_plan, a.len_q,
+                                            a.num_relative(), a, sizeof(acc_t), max_bytes,
+                                            "attention relative-position gradient");
           set_tiles(p, t, a.num_relative(), t.bk);
           launch(attention::attention_relative_kernel<scalar_t, Policy>,
                  "attention_relative_kernel", a.batch * a.heads_q * p.tiles, p);

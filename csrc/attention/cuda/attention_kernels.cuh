@@ -298,16 +298,39 @@ __device__ __forceinline__ typename P::acc_t dropout_factor(const P& p, uint32_t
   return dropout_keep(word, p.keep_prob) ? p.drop_scale : acc_t(0);
 }
 
+// The dropout factor of pair (i, j) of (batch, q head) bh, from its own Philox call (kernels
+// whose lanes hold several keys of one query share one call per 4 keys instead).
+template <typename P>
+__device__ __forceinline__ typename P::acc_t pair_dropout_factor(const P& p, int64_t bh, int64_t i, int64_t j) {
+  return dropout_factor(p, attention_dropout_words(p.seed, p.offset, bh, i, j / 4).v[j % 4]);
+}
+
 // exp(x - m) with exp(-inf - m) = 0 (also for m = -inf).
 template <typename acc_t>
 __device__ __forceinline__ acc_t exp_from(acc_t x, acc_t m) {
   return x == neg_inf<acc_t>() ? acc_t(0) : ::exp(x - m);
 }
 
+// The backward's step for one pair (i, j): returns the dropped-out probability P~ and sets ds to
+// dS = P (dP~ - delta_i), the gradient of the logit; both 0 for a pair the masks hide. qk =
+// q_i.k_j, dp = dO_i.v_j, rel as for Policy::term, keep(): the pair's dropout factor (called for
+// visible pairs only, as it costs a Philox call).
+template <typename Policy, typename P, typename acc_t, typename Keep>
+__device__ __forceinline__ acc_t backward_pair(const P& p, int64_t b, int64_t h, int64_t i, int64_t j,
+                                               acc_t qk, acc_t dp, acc_t rel, acc_t lse, acc_t delta,
+                                               Keep&& keep, acc_t& ds) {
+  ds = 0;
+  if (!visible(p, b, i, j)) return acc_t(0);
+  const acc_t prob = ::exp(p.scale * qk + Policy::term(p, b, h, i, j, rel) - lse);
+  const acc_t factor = p.dropout ? keep() : acc_t(1);
+  ds = prob * (dp * factor - delta);
+  return prob * factor;
+}
+
 // The backward's element step on a (bq x bk) tile of pairs (i0 + il, j0 + jl): on entry
 // scores(il, jl) = q_i.k_j and dprobs(il, jl) = dO_i.v_j (rel(il, jl - il + bq - 1) = (q_i +
-// v).R[n] for relative keys); on return scores holds the dropped-out probability P~ and dprobs
-// holds dS = P (dP~ - delta_i), the gradient of the logit; on_grad(il, jl, i, j, dS) sees each.
+// v).R[n] for relative keys); on return scores holds P~ and dprobs dS (backward_pair);
+// on_grad(il, jl, i, j, dS) sees each.
 template <typename Policy, typename P, typename acc_t = typename P::acc_t, typename OnGrad>
 __device__ void backward_tile(const P& p, int64_t b, int64_t h, int64_t i0, int64_t j0,
                               Tile<acc_t> scores, Tile<acc_t> dprobs, Tile<acc_t> rel,
@@ -323,16 +346,10 @@ __device__ void backward_tile(const P& p, int64_t b, int64_t h, int64_t i0, int6
     for (int e = 0; e < 4; ++e) {
       const int jl = jc + e;
       const int64_t j = j0 + jl;
-      acc_t prob = 0, ds = 0;
-      if (visible(p, b, i, j)) {
-        const acc_t r = Policy::kRelativeKeys ? rel(il, jl - il + bq - 1) : acc_t(0);
-        const acc_t logit = p.scale * scores(il, jl) + Policy::term(p, b, h, i, j, r);
-        prob = ::exp(logit - lse[il]);
-        const acc_t keep = p.dropout ? dropout_factor(p, words.v[e]) : acc_t(1);
-        ds = prob * (dprobs(il, jl) * keep - delta[il]);
-        prob *= keep;
-      }
-      scores(il, jl) = prob;
+      const acc_t r = Policy::kRelativeKeys ? rel(il, jl - il + bq - 1) : acc_t(0);
+      acc_t ds;
+      scores(il, jl) = backward_pair<Policy>(p, b, h, i, j, scores(il, jl), dprobs(il, jl), r, lse[il],
+                                             delta[il], [&] { return dropout_factor(p, words.v[e]); }, ds);
       dprobs(il, jl) = ds;
       on_grad(il, jl, i, j, ds);
     }
@@ -693,15 +710,9 @@ __global__ void __launch_bounds__(kThreads) attention_relative_kernel(const Para
       const int il = w / bn, c = w - il * bn;
       const int64_t i = i0 + il, j = jb + il + c;
       acc_t ds = 0;
-      if (c < rcount && visible(p, b, i, j)) {
-        const acc_t r = kRelKeys ? RS(il, c) : acc_t(0);
-        const acc_t logit = p.scale * S(il, il + c) + Policy::term(p, b, h, i, j, r);
-        const acc_t prob = ::exp(logit - lse[il]);
-        acc_t keep = 1;
-        if (p.dropout)
-          keep = dropout_factor(p, attention_dropout_words(p.seed, p.offset, bh, i, j / 4).v[j % 4]);
-        ds = prob * (dP(il, il + c) * keep - delta[il]);
-      }
+      if (c < rcount)
+        backward_pair<Policy>(p, b, h, i, j, S(il, il + c), dP(il, il + c), kRelKeys ? RS(il, c) : acc_t(0),
+                              lse[il], delta[il], [&] { return pair_dropout_factor(p, bh, i, j); }, ds);
       band(il, c) = ds;
     }
     __syncthreads();

@@ -1,16 +1,22 @@
-// The attention forward on tensor cores (float16 / bfloat16, sm_80 and newer; host side in
-// attention.cu, which picks it when the head dims allow). Same Params, score policies, masks,
-// causal offset, GQA and Philox dropout as attention_forward_kernel (attention_kernels.cuh); the
-// products go through mma.sync m16n8k16 with fp32 accumulators (common/cuda/tensor_core.cuh).
+// Attention on tensor cores (float16 / bfloat16, sm_80 and newer; host side in attention.cu,
+// which picks these kernels when the head dims allow): the forward and the backward's dK/dV and
+// dQ kernels. Same Params, score policies (all but relative keys), masks, causal offset, GQA and
+// Philox dropout as the SIMT kernels (attention_kernels.cuh), and the same per-pair backward step
+// (backward_pair); the products go through mma.sync m16n8k16 with fp32 accumulators
+// (common/cuda/warp_mma.cuh). 4 warps per block, each owning 16 rows of the block's resident
+// tile; the other operand streams through shared memory in tiles that every warp reads. Tiles
+// sit in shared memory as 16-bit values, rows padded to dim + 8 elements (16-byte aligned for
+// ldmatrix, and consecutive rows start in different banks). Logits, masks, softmax and dS live
+// on the accumulator registers: a row's values are spread over the 4 lanes of a quad (lane = 4 g
+// + t holds rows g and g + 8, columns 2t, 2t + 1 of each 8-column chunk).
 //
-// Block: 4 warps, 64 query rows (16 per warp) of one (batch, q head); loops over key tiles of 64.
-// Q, K and V tiles sit in shared memory as 16-bit values, rows padded to d + 8 elements (16-byte
-// aligned for ldmatrix, and consecutive rows start in different banks). Per key tile each warp:
-// S (16 x 64) = Q K^T from ldmatrix'd fragments (K's rows are B's columns: no transpose); the
-// logits, masks and the online softmax on the accumulator registers (a row's 64 values are spread
-// over the 4 lanes of a quad: max and sum need two shuffles); P~ converted to 16 bits in
-// registers, where S's accumulator layout is exactly the A fragment of P~ V; O += P~ V with V's
-// fragments from ldmatrix.trans. The row sums stay per lane until the end.
+// Forward: block (b, q head, 64 queries); per 64-key tile S = Q K^T, online softmax (max and sum
+// across the quad with two shuffles), O += P~ V with P~ re-packed in registers as A fragments.
+// dK/dV: block (b, kv head, 64 keys); over the group's q heads and the visible 32-query tiles in
+// order: S^T = K Q^T and dP^T = V dO^T, then P~^T and dS^T per pair, dV += P~^T dO, dK += dS^T Q.
+// dQ: block (b, q head, 64 queries); over the visible 32-key tiles in order: S = Q K^T, dP = dO
+// V^T, dS per pair (written to dbias when asked), dQ += dS K. Every sum has a fixed order and no
+// atomics, so the backward is deterministic.
 #pragma once
 #include <ATen/OpMathType.h>
 #include <cuda_runtime.h>
@@ -20,21 +26,34 @@
 
 #include "attention/cuda/attention_kernels.cuh"
 #include "common/cuda/shared_memory.cuh"
-#include "common/cuda/tensor_core.cuh"
+#include "common/cuda/warp_mma.cuh"
 #include "common/philox.h"
 
 namespace seqops::cuda::attention {
 
-constexpr int kMmaRows = 64;     // query rows per block, 16 per warp
-constexpr int kMmaKeys = 64;     // keys per tile
+constexpr int kMmaRows = 64;     // resident rows per block (queries, or keys for dK/dV), 16 per warp
+constexpr int kMmaKeys = 64;     // forward: keys per streamed tile
+constexpr int kMmaStep = 32;     // backward: streamed queries (dK/dV) or keys (dQ) per tile
 constexpr int kMmaMaxDim = 128;  // head dims up to this, multiples of 16
 constexpr int kMmaPad = 8;       // row padding in 16-bit elements
 
 SEQOPS_HOST_DEVICE constexpr int mma_row_stride(int64_t dim) { return static_cast<int>(dim) + kMmaPad; }
 
-// Dynamic shared memory of the tensor-core forward: Q, K (64 x (d + 8)) and V (64 x (dv + 8)).
+// Bytes of `rows` rows of 16-bit q/k rows (d) and v/dO rows (dv), padded.
+SEQOPS_HOST_DEVICE constexpr int64_t mma_pair_bytes(int64_t rows, int64_t d, int64_t dv) {
+  return rows * (mma_row_stride(d) + mma_row_stride(dv)) * 2;
+}
+
+// Dynamic shared memory: forward Q, K (64 x (d + 8)) and V (64 x (dv + 8)); dK/dV: K, V, and the
+// query tile's Q, dO, lse and delta; dQ: Q, dO, and the key tile's K, V.
 SEQOPS_HOST_DEVICE constexpr int64_t mma_forward_shared_bytes(int64_t d, int64_t dv) {
-  return ((kMmaRows + kMmaKeys) * mma_row_stride(d) + kMmaKeys * mma_row_stride(dv)) * 2;
+  return mma_pair_bytes(kMmaKeys, d, dv) + kMmaRows * mma_row_stride(d) * 2;
+}
+SEQOPS_HOST_DEVICE constexpr int64_t mma_dkdv_shared_bytes(int64_t d, int64_t dv) {
+  return mma_pair_bytes(kMmaRows + kMmaStep, d, dv) + 2 * kMmaStep * 4;
+}
+SEQOPS_HOST_DEVICE constexpr int64_t mma_dq_shared_bytes(int64_t d, int64_t dv) {
+  return mma_pair_bytes(kMmaRows + kMmaStep, d, dv);
 }
 
 // The input types the tensor cores take here.
@@ -44,11 +63,6 @@ constexpr bool kTensorCoreType = std::is_same_v<scalar_t, at::Half> || std::is_s
 template <typename scalar_t>
 constexpr MmaInput mma_input() {
   return std::is_same_v<scalar_t, at::BFloat16> ? MmaInput::kBF16 : MmaInput::kF16;
-}
-
-template <typename scalar_t>
-__device__ __forceinline__ uint16_t bits_of(float x) {
-  return static_cast<scalar_t>(x).x;
 }
 
 // rows x cols of src (row stride cols) from row row0 into dst (row stride ld), 0 past `total`.
@@ -62,12 +76,42 @@ __device__ void load_tile_16bit(uint16_t* dst, int ld, const scalar_t* src, int 
   }
 }
 
+template <int kChunks>
+__device__ __forceinline__ void zero(float (&acc)[kChunks][4]) {
+#pragma unroll
+  for (int c = 0; c < kChunks; ++c)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[c][e] = 0.f;
+}
+
+// Writes a warp's 16-row accumulator (rows rows[0] = g and rows[1] = g + 8 of this lane, `cols`
+// columns) times `scale` to dst (row stride cols), rows below `total` only.
+template <typename T, int kChunks>
+__device__ __forceinline__ void store_rows(T* dst, const float (&acc)[kChunks][4], const int64_t (&rows)[2],
+                                           int64_t total, int cols, float scale) {
+  const int t = threadIdx.x % 4;
+#pragma unroll
+  for (int c = 0; c < kChunks; ++c) {
+    if (c * 8 >= cols) break;
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int64_t row = rows[e >> 1];
+      if (row < total) dst[row * cols + c * 8 + 2 * t + (e & 1)] = static_cast<T>(acc[c][e] * scale);
+    }
+  }
+}
+
+// The first key after the causal band of query rows i0 .. i0 + rows - 1 (len_k without causal).
+template <typename P>
+__device__ __forceinline__ int64_t key_end_of(const P& p, int64_t i0, int rows) {
+  return p.causal && i0 + rows + p.causal_shift < p.len_k ? i0 + rows + p.causal_shift : p.len_k;
+}
+
 template <typename scalar_t, typename Policy>
 __global__ void __launch_bounds__(kThreads) attention_forward_mma_kernel(const Params<scalar_t> p) {
   static_assert(!Policy::kRelativeKeys, "relative keys stay on the SIMT forward");
-  using acc_t = float;
   constexpr MmaInput kIn = mma_input<scalar_t>();
-  constexpr int kDChunks = kMmaMaxDim / 16, kVChunks = kMmaMaxDim / 8, kKeyChunks = kMmaKeys / 8;
+  constexpr int kVChunks = kMmaMaxDim / 8, kKeyChunks = kMmaKeys / 8;
   const int d = static_cast<int>(p.dim), dv = static_cast<int>(p.dim_v);
   const int ldq = mma_row_stride(d), ldv = mma_row_stride(dv);
   uint16_t* Qs = reinterpret_cast<uint16_t*>(dynamic_shared_bytes());
@@ -77,58 +121,27 @@ __global__ void __launch_bounds__(kThreads) attention_forward_mma_kernel(const P
   const QueryHeadBlock blk(p);
   const int64_t b = blk.b, h = blk.h, bh = blk.bh;
   const int64_t i0 = blk.tile * kMmaRows;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int g = lane / 4, t = lane % 4;
-  const int lrow = lane % 8, ltile = lane / 8;  // ldmatrix: this lane's row of tile ltile
-  const scalar_t* q = p.q + bh * p.len_q * d;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const scalar_t* k = p.k + blk.bhk * p.len_k * d;
   const scalar_t* v = p.v + blk.bhk * p.len_k * dv;
-
-  load_tile_16bit(Qs, ldq, q, d, i0, p.len_q, kMmaRows);
-  __syncthreads();
-  const int r0 = warp * 16;  // this warp's rows in the tile
-  uint32_t qa[kDChunks][4];
-#pragma unroll
-  for (int kc = 0; kc < kDChunks; ++kc)
-    if (kc * 16 < d)
-      ldmatrix<4, false>(qa[kc], Qs + (r0 + lrow + 8 * (ltile & 1)) * ldq + kc * 16 + 8 * (ltile >> 1));
+  load_tile_16bit(Qs, ldq, p.q + bh * p.len_q * d, d, i0, p.len_q, kMmaRows);
+  const uint16_t* Qw = Qs + warp * 16 * ldq;  // this warp's 16 rows
 
   float o[kVChunks][4];
-#pragma unroll
-  for (int c = 0; c < kVChunks; ++c)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) o[c][e] = 0.f;
+  zero(o);
   // Rows g and g + 8 of the warp's 16: their running max and this lane's part of the sum.
   float row_max[2] = {neg_inf<float>(), neg_inf<float>()}, row_sum[2] = {0.f, 0.f};
-  const int64_t rows_i[2] = {i0 + r0 + g, i0 + r0 + g + 8};
-
-  const int qrows = rows_from(i0, p.len_q, kMmaRows);
-  int64_t key_end = p.len_k;
-  if (p.causal && i0 + qrows + p.causal_shift < key_end) key_end = i0 + qrows + p.causal_shift;
+  const int64_t rows_i[2] = {i0 + warp * 16 + g, i0 + warp * 16 + g + 8};
+  const int64_t key_end = key_end_of(p, i0, rows_from(i0, p.len_q, kMmaRows));
 
   for (int64_t j0 = 0; j0 < key_end; j0 += kMmaKeys) {
     __syncthreads();  // every warp is done with the previous K and V tiles
     load_tile_16bit(Ks, ldq, k, d, j0, p.len_k, kMmaKeys);
     load_tile_16bit(Vs, ldv, v, dv, j0, p.len_k, kMmaKeys);
     __syncthreads();
-
     float s[kKeyChunks][4];
-#pragma unroll
-    for (int c = 0; c < kKeyChunks; ++c)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) s[c][e] = 0.f;
-#pragma unroll
-    for (int kc = 0; kc < kDChunks; ++kc) {
-      if (kc * 16 >= d) break;
-#pragma unroll
-      for (int nc = 0; nc < kKeyChunks; nc += 2) {  // two 8-key chunks per ldmatrix x4
-        uint32_t kb[4];
-        ldmatrix<4, false>(kb, Ks + ((nc + (ltile >> 1)) * 8 + lrow) * ldq + kc * 16 + 8 * (ltile & 1));
-        const uint32_t b0[2] = {kb[0], kb[1]}, b1[2] = {kb[2], kb[3]};
-        mma_m16n8k16<kIn>(s[nc], qa[kc], b0);
-        mma_m16n8k16<kIn>(s[nc + 1], qa[kc], b1);
-      }
-    }
+    zero(s);
+    mma_rows_by_rows<kIn, kMmaKeys, kMmaMaxDim>(s, Qw, ldq, Ks, ldq, d);
 
     // Logits (masked pairs -inf), then the tile's max per row across the quad.
     float tile_max[2] = {neg_inf<float>(), neg_inf<float>()};
@@ -150,16 +163,13 @@ __global__ void __launch_bounds__(kThreads) attention_forward_mma_kernel(const P
       row_sum[r] *= rescale[r];
       row_max[r] = new_max;
     }
-    // P~ (dropout applied after the sum, as on the SIMT path), packed as P~ V's A fragments:
-    // key chunks 2m and 2m + 1 make the m-th 16-key slice.
-    uint32_t pa[kKeyChunks / 2][4];
+    // P~ (dropout applied after the sum, as on the SIMT path).
 #pragma unroll
     for (int c = 0; c < kKeyChunks; ++c) {
-      float prob[4];
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        prob[e] = exp_from(s[c][e], row_max[e >> 1]);
-        row_sum[e >> 1] += prob[e];
+        s[c][e] = exp_from(s[c][e], row_max[e >> 1]);
+        row_sum[e >> 1] += s[c][e];
       }
       if (p.dropout) {
         const int64_t j = j0 + c * 8 + 2 * t;  // this lane's pair shares one Philox call per row
@@ -167,50 +177,170 @@ __global__ void __launch_bounds__(kThreads) attention_forward_mma_kernel(const P
         for (int r = 0; r < 2; ++r) {
           if (rows_i[r] >= p.len_q) continue;
           const Philox4 words = attention_dropout_words(p.seed, p.offset, bh, rows_i[r], j / 4);
-          prob[2 * r] *= dropout_factor(p, words.v[j % 4]);
-          prob[2 * r + 1] *= dropout_factor(p, words.v[j % 4 + 1]);
+          s[c][2 * r] *= dropout_factor(p, words.v[j % 4]);
+          s[c][2 * r + 1] *= dropout_factor(p, words.v[j % 4 + 1]);
         }
       }
-      pa[c / 2][2 * (c & 1)] = pack_b16(bits_of<scalar_t>(prob[0]), bits_of<scalar_t>(prob[1]));
-      pa[c / 2][2 * (c & 1) + 1] = pack_b16(bits_of<scalar_t>(prob[2]), bits_of<scalar_t>(prob[3]));
     }
-
+    uint32_t pa[kMmaKeys / 16][4];
+    to_a_fragments<scalar_t, kMmaKeys>(pa, s);
 #pragma unroll
     for (int c = 0; c < kVChunks; ++c)
 #pragma unroll
       for (int e = 0; e < 4; ++e) o[c][e] *= rescale[e >> 1];
-#pragma unroll
-    for (int m = 0; m < kKeyChunks / 2; ++m) {
-#pragma unroll
-      for (int c = 0; c < kVChunks; c += 2) {  // two 8-column chunks of V per ldmatrix x4
-        if (c * 8 >= dv) break;
-        uint32_t vb[4];
-        ldmatrix<4, true>(vb, Vs + (m * 16 + 8 * (ltile & 1) + lrow) * ldv + (c + (ltile >> 1)) * 8);
-        const uint32_t b0[2] = {vb[0], vb[1]}, b1[2] = {vb[2], vb[3]};
-        mma_m16n8k16<kIn>(o[c], pa[m], b0);
-        mma_m16n8k16<kIn>(o[c + 1], pa[m], b1);
-      }
-    }
+    mma_frags_by_tile<kIn, kMmaKeys, kMmaMaxDim>(o, pa, Vs, ldv, dv);
   }
 
+  float inv_sum[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const float sum = group_sum(row_sum[r], 4);
-    const int64_t i = rows_i[r];
-    if (i < p.len_q && t == 0)
-      p.lse_out[bh * p.len_q + i] = sum > 0 ? row_max[r] + ::log(sum) : neg_inf<float>();
-    row_sum[r] = sum > 0 ? 1.f / sum : 0.f;
+    if (rows_i[r] < p.len_q && t == 0)
+      p.lse_out[bh * p.len_q + rows_i[r]] = sum > 0 ? row_max[r] + ::log(sum) : neg_inf<float>();
+    inv_sum[r] = sum > 0 ? 1.f / sum : 0.f;
   }
-  scalar_t* out = p.out + bh * p.len_q * dv;
 #pragma unroll
-  for (int c = 0; c < kVChunks; ++c) {
-    if (c * 8 >= dv) break;
+  for (int c = 0; c < kVChunks; ++c)
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int64_t i = rows_i[e >> 1];
-      if (i < p.len_q) out[i * dv + c * 8 + 2 * t + (e & 1)] = static_cast<scalar_t>(o[c][e] * row_sum[e >> 1]);
+    for (int e = 0; e < 4; ++e) o[c][e] *= inv_sum[e >> 1];
+  store_rows(p.out + bh * p.len_q * dv, o, rows_i, p.len_q, dv, 1.f);
+}
+
+template <typename scalar_t, typename Policy>
+__global__ void __launch_bounds__(kThreads) attention_dkdv_mma_kernel(const Params<scalar_t> p) {
+  static_assert(!Policy::kRelativeKeys, "relative keys stay on the SIMT backward");
+  constexpr MmaInput kIn = mma_input<scalar_t>();
+  constexpr int kCols = kMmaMaxDim / 8, kQChunks = kMmaStep / 8;
+  const int d = static_cast<int>(p.dim), dv = static_cast<int>(p.dim_v);
+  const int ldk = mma_row_stride(d), ldv = mma_row_stride(dv);
+  uint16_t* Ks = reinterpret_cast<uint16_t*>(dynamic_shared_bytes());
+  uint16_t* Vs = Ks + kMmaRows * ldk;
+  uint16_t* Qs = Vs + kMmaRows * ldv;
+  uint16_t* dOs = Qs + kMmaStep * ldk;
+  float* lse = reinterpret_cast<float*>(dOs + kMmaStep * ldv);
+  float* delta = lse + kMmaStep;
+
+  const int64_t tile = blockIdx.x % p.tiles, bhk = blockIdx.x / p.tiles;
+  const int64_t b = bhk / p.heads_k, hk = bhk % p.heads_k;
+  const int64_t j0 = tile * kMmaRows;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  load_tile_16bit(Ks, ldk, p.k + bhk * p.len_k * d, d, j0, p.len_k, kMmaRows);
+  load_tile_16bit(Vs, ldv, p.v + bhk * p.len_k * dv, dv, j0, p.len_k, kMmaRows);
+  const uint16_t* Kw = Ks + warp * 16 * ldk;  // this warp's 16 keys
+  const uint16_t* Vw = Vs + warp * 16 * ldv;
+  const int64_t keys_j[2] = {j0 + warp * 16 + g, j0 + warp * 16 + g + 8};
+
+  float dk[kCols][4], dvacc[kCols][4];
+  zero(dk);
+  zero(dvacc);
+  // Query tiles before the first that the causal mask lets see key j0 are skipped.
+  int64_t i_first = 0;
+  if (p.causal && j0 - p.causal_shift > 0) i_first = (j0 - p.causal_shift) / kMmaStep * kMmaStep;
+  for (int64_t h = hk * p.group; h < (hk + 1) * p.group; ++h) {
+    const int64_t bh = b * p.heads_q + h;
+    for (int64_t i0 = i_first; i0 < p.len_q; i0 += kMmaStep) {
+      __syncthreads();  // every warp is done with the previous query tile
+      load_tile_16bit(Qs, ldk, p.q + bh * p.len_q * d, d, i0, p.len_q, kMmaStep);
+      load_tile_16bit(dOs, ldv, p.grad_out + bh * p.len_q * dv, dv, i0, p.len_q, kMmaStep);
+      load_vector(lse, kMmaStep, p.lse + bh * p.len_q, i0, p.len_q);
+      load_vector(delta, kMmaStep, p.delta + bh * p.len_q, i0, p.len_q);
+      __syncthreads();
+      float s[kQChunks][4], dp[kQChunks][4];  // rows: the warp's keys; columns: the tile's queries
+      zero(s);
+      zero(dp);
+      mma_rows_by_rows<kIn, kMmaStep, kMmaMaxDim>(s, Kw, ldk, Qs, ldk, d);
+      mma_rows_by_rows<kIn, kMmaStep, kMmaMaxDim>(dp, Vw, ldv, dOs, ldv, dv);
+#pragma unroll
+      for (int c = 0; c < kQChunks; ++c)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int il = c * 8 + 2 * t + (e & 1);
+          const int64_t i = i0 + il, j = keys_j[e >> 1];
+          float ds;
+          s[c][e] = backward_pair<Policy>(p, b, h, i, j, s[c][e], dp[c][e], 0.f, lse[il], delta[il],
+                                          [&] { return pair_dropout_factor(p, bh, i, j); }, ds);
+          dp[c][e] = ds;
+        }
+      uint32_t pa[kMmaStep / 16][4], dsa[kMmaStep / 16][4];
+      to_a_fragments<scalar_t, kMmaStep>(pa, s);
+      to_a_fragments<scalar_t, kMmaStep>(dsa, dp);
+      mma_frags_by_tile<kIn, kMmaStep, kMmaMaxDim>(dvacc, pa, dOs, ldv, dv);
+      mma_frags_by_tile<kIn, kMmaStep, kMmaMaxDim>(dk, dsa, Qs, ldk, d);
     }
   }
+  store_rows(p.dk + bhk * p.len_k * d, dk, keys_j, p.len_k, d, p.scale);
+  store_rows(p.dv + bhk * p.len_k * dv, dvacc, keys_j, p.len_k, dv, 1.f);
+}
+
+template <typename scalar_t, typename Policy>
+__global__ void __launch_bounds__(kThreads) attention_dq_mma_kernel(const Params<scalar_t> p) {
+  static_assert(!Policy::kRelativeKeys, "relative keys stay on the SIMT backward");
+  constexpr MmaInput kIn = mma_input<scalar_t>();
+  constexpr int kCols = kMmaMaxDim / 8, kKeyChunks = kMmaStep / 8;
+  const int d = static_cast<int>(p.dim), dv = static_cast<int>(p.dim_v);
+  const int ldq = mma_row_stride(d), ldv = mma_row_stride(dv);
+  uint16_t* Qs = reinterpret_cast<uint16_t*>(dynamic_shared_bytes());
+  uint16_t* dOs = Qs + kMmaRows * ldq;
+  uint16_t* Ks = dOs + kMmaRows * ldv;
+  uint16_t* Vs = Ks + kMmaStep * ldq;
+
+  const QueryHeadBlock blk(p);
+  const int64_t b = blk.b, h = blk.h, bh = blk.bh;
+  const int64_t i0 = blk.tile * kMmaRows;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const scalar_t* k = p.k + blk.bhk * p.len_k * d;
+  const scalar_t* v = p.v + blk.bhk * p.len_k * dv;
+  load_tile_16bit(Qs, ldq, p.q + bh * p.len_q * d, d, i0, p.len_q, kMmaRows);
+  load_tile_16bit(dOs, ldv, p.grad_out + bh * p.len_q * dv, dv, i0, p.len_q, kMmaRows);
+  const uint16_t* Qw = Qs + warp * 16 * ldq;
+  const uint16_t* dOw = dOs + warp * 16 * ldv;
+  const int64_t rows_i[2] = {i0 + warp * 16 + g, i0 + warp * 16 + g + 8};
+  float lse[2], delta[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const bool in = rows_i[r] < p.len_q;
+    lse[r] = in ? p.lse[bh * p.len_q + rows_i[r]] : 0.f;
+    delta[r] = in ? p.delta[bh * p.len_q + rows_i[r]] : 0.f;
+  }
+
+  float dq[kCols][4];
+  zero(dq);
+  const int64_t key_end = key_end_of(p, i0, rows_from(i0, p.len_q, kMmaRows));
+  for (int64_t j0 = 0; j0 < key_end; j0 += kMmaStep) {
+    __syncthreads();  // every warp is done with the previous key tile
+    load_tile_16bit(Ks, ldq, k, d, j0, p.len_k, kMmaStep);
+    load_tile_16bit(Vs, ldv, v, dv, j0, p.len_k, kMmaStep);
+    __syncthreads();
+    float s[kKeyChunks][4], dp[kKeyChunks][4];
+    zero(s);
+    zero(dp);
+    mma_rows_by_rows<kIn, kMmaStep, kMmaMaxDim>(s, Qw, ldq, Ks, ldq, d);
+    mma_rows_by_rows<kIn, kMmaStep, kMmaMaxDim>(dp, dOw, ldv, Vs, ldv, dv);
+#pragma unroll
+    for (int c = 0; c < kKeyChunks; ++c) {
+      const int64_t jc = j0 + c * 8 + 2 * t;  // this lane's pair shares one Philox call per row
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int64_t i = rows_i[r];
+        Philox4 words{{0u, 0u, 0u, 0u}};
+        if (p.dropout && i < p.len_q) words = attention_dropout_words(p.seed, p.offset, bh, i, jc / 4);
+#pragma unroll
+        for (int u = 0; u < 2; ++u) {
+          const int e = 2 * r + u;
+          const int64_t j = jc + u;
+          float ds;
+          backward_pair<Policy>(p, b, h, i, j, s[c][e], dp[c][e], 0.f, lse[r], delta[r],
+                                [&] { return dropout_factor(p, words.v[j % 4]); }, ds);
+          dp[c][e] = ds;
+          if (p.dbias != nullptr && i < p.len_q && j < p.len_k) p.dbias[(bh * p.len_q + i) * p.len_k + j] = ds;
+        }
+      }
+    }
+    uint32_t dsa[kMmaStep / 16][4];
+    to_a_fragments<scalar_t, kMmaStep>(dsa, dp);
+    mma_frags_by_tile<kIn, kMmaStep, kMmaMaxDim>(dq, dsa, Ks, ldq, d);
+  }
+  store_rows(p.dq + bh * p.len_q * d, dq, rows_i, p.len_q, d, p.scale);
 }
 
 }  // namespace seqops::cuda::attention
