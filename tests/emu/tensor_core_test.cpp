@@ -10,6 +10,7 @@
 #include "case_runner.h"
 #include "tensor_core_data.h"
 #include "tensor_core_kernels.cuh"
+#include "common/cuda/vector_access.cuh"
 
 namespace {
 
@@ -123,6 +124,15 @@ void ldmatrix_outside_shared() {
                "is not in shared memory", "ldmatrix from global memory is a fault");
 }
 
+void vec16_misaligned() {
+  expect_fault(launch_error("vec16", dim3(1), dim3(32), 0,
+                            [&] {
+                              __shared__ __align__(16) uint16_t s[64];
+                              seqops::cuda::store_vec16(s + 8 * (threadIdx.x % 4) + 4, seqops::cuda::Vec16{});
+                            }),
+               "not 16-byte aligned", "a 16-byte store off the 16-byte grid is a fault");
+}
+
 void mma_half_warp() {
   expect_fault(launch_error("half_warp", dim3(1), dim3(32), 0,
                             [&] {
@@ -145,6 +155,7 @@ int main(int argc, char** argv) {
       {"warp_tiles", warp_tiles},
       {"ldmatrix_misaligned", ldmatrix_misaligned},
       {"ldmatrix_outside_shared", ldmatrix_outside_shared},
+      {"vec16_misaligned", vec16_misaligned},
       {"mma_half_warp", mma_half_warp},
   };
   return case_runner::run_cases(argc, argv, cases);

@@ -202,6 +202,28 @@ def test_tensor_core_head_dims(device, dtype, d, dv, policy):
         assert set(TENSOR_CORE_KERNELS) <= set(torch.ops.seqops_emu.take_launches())
 
 
+@pytest.mark.parametrize("device,dtype", LOW_PRECISION_CASES)
+def test_tensor_core_unaligned_inputs(device, dtype):
+    """Inputs whose data start off the 16-byte grid (a storage offset of one element) take the
+    tile loaders' 2-byte path: the same bits as aligned copies, forward and backward."""
+    B, H, Lq, Lk, d = 1, 2, 37, 45, 32
+
+    def offset_by_one(t):
+        flat = torch.empty(t.numel() + 1, dtype=dtype, device=device)
+        flat[1:] = t.reshape(-1).to(dtype)
+        return flat[1:].view(t.shape)
+
+    qkv = make_qkv(B, H, H, Lq, Lk, d, d, device=device)
+    grad = torch.randn(B, H, Lq, d, device=device).to(dtype)
+    runs = []
+    for inputs in ([t.to(dtype) for t in qkv], [offset_by_one(t) for t in qkv]):
+        assert inputs[0].is_contiguous()
+        leaves = [t.requires_grad_(True) for t in inputs]
+        out = attention(*leaves, causal=True)
+        runs.append([out, *torch.autograd.grad(out, leaves, grad)])
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
+
+
 @pytest.mark.skipif(not emulator.AVAILABLE, reason=emulator.WHY)
 @pytest.mark.parametrize("major,d,kernels", [(9, 32, TENSOR_CORE_KERNELS), (7, 32, SIMT_KERNELS), (9, 24, SIMT_KERNELS)])
 def test_emulated_tensor_core_dispatch(major, d, kernels):

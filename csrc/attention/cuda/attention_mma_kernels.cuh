@@ -26,6 +26,7 @@
 
 #include "attention/cuda/attention_kernels.cuh"
 #include "common/cuda/shared_memory.cuh"
+#include "common/cuda/vector_access.cuh"
 #include "common/cuda/warp_mma.cuh"
 #include "common/philox.h"
 
@@ -66,9 +67,20 @@ constexpr MmaInput mma_input() {
 }
 
 // rows x cols of src (row stride cols) from row row0 into dst (row stride ld), 0 past `total`.
+// 16-byte accesses when src is 16-byte aligned (then every row is: cols is a multiple of 16 and
+// ld of 8); 2-byte ones otherwise (an input whose storage offset is not a multiple of 8).
 template <typename scalar_t>
 __device__ void load_tile_16bit(uint16_t* dst, int ld, const scalar_t* src, int cols, int64_t row0,
                                 int64_t total, int rows) {
+  if (aligned16(src)) {
+    const int vcols = cols / 8;
+    for (int idx = threadIdx.x; idx < rows * vcols; idx += kThreads) {
+      const int r = idx / vcols, c = (idx - r * vcols) * 8;
+      const int64_t row = row0 + r;
+      store_vec16(dst + r * ld + c, row < total ? load_vec16(src + row * cols + c) : Vec16{});
+    }
+    return;
+  }
   for (int idx = threadIdx.x; idx < rows * cols; idx += kThreads) {
     const int r = idx / cols, c = idx - r * cols;
     const int64_t row = row0 + r;
