@@ -1,7 +1,7 @@
 """masked_pool: mean / max / sum against the float64 reference, edge cases, opcheck, errors."""
 import pytest
 import torch
-from support import DEVICES, LOW_PRECISION_CASES, check_low_precision, noncontiguous, random_mask
+from support import DEVICES, LOW_PRECISION_CASES, check_low_precision, low_precision, noncontiguous, random_mask
 
 import seqops
 from seqops import reference
@@ -42,6 +42,32 @@ def test_max_ties_nan_and_empty_rows(device):
     assert (x.grad[0, 0] == 1).all() and x.grad.sum() == 3  # ties: first position only
     y = torch.tensor([[[1.0], [float("nan")], [3.0]]], device=device)
     assert torch.isnan(seqops.masked_pool(y, None, "max")).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("D", [8, 64, 72, 300])
+def test_row_groups_vector_loads_and_ties(device, D):
+    """Integer values with many ties (every sum exact): each dtype's 16-byte path when D allows
+    (on CUDA a thread reads 16 bytes of a row, and a block holds several row groups when D is
+    small), the same bits from an input whose data are off the 16-byte grid, and 'max' keeps
+    the first index of the maximum across chunk boundaries."""
+    L = 1025
+    values = torch.randint(-3, 4, (2, L, D), generator=torch.Generator().manual_seed(D)).double().to(device)
+    mask = random_mask(2, L, device, fully_masked_row=False)
+    first = torch.where(mask[..., None], values, -torch.inf)
+    first_index = (first == first.amax(1, keepdim=True)).double().argmax(1)
+    for dtype in (torch.float32, *low_precision(device)):
+        x = values.to(dtype)
+        shifted = torch.empty(x.numel() + 1, dtype=dtype, device=device)[1:].view(x.shape)
+        shifted.copy_(x)
+        for mode in MODES:
+            got, index = torch.ops.seqops.masked_pool(x, mask, mode)
+            torch.testing.assert_close(got.double(), reference.masked_pool(values, mask, mode), rtol=1e-2, atol=0,
+                                       msg=lambda m: f"{dtype} {mode}: {m}")
+            if mode == "max":
+                assert torch.equal(index, first_index)
+            got_shifted, index_shifted = torch.ops.seqops.masked_pool(shifted, mask, mode)
+            assert torch.equal(got_shifted, got) and torch.equal(index_shifted, index)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -1,7 +1,7 @@
 """seq_pool: forward and gradients against the float64 reference, edge cases, opcheck, errors."""
 import pytest
 import torch
-from support import DEVICES, LOW_PRECISION_CASES, check_low_precision, kernel_device, noncontiguous, random_mask
+from support import DEVICES, LOW_PRECISION_CASES, check_low_precision, kernel_device, low_precision, noncontiguous, random_mask
 
 import seqops
 from seqops import reference
@@ -97,6 +97,33 @@ def test_float32_close_to_float64(device):
     torch.testing.assert_close(out.double(), exact, rtol=1e-5, atol=1e-5)
     assert lse.dtype == torch.float32
     assert_lse_matches(lse, reference.seq_pool_lse(x, w, b, mask), 1e-5)
+
+
+ROW_LAYOUT_TOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 1e-2}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("L,D", [(1025, 2), (1025, 8), (1025, 72), (1025, 200), (300, 1030), (33, 8192), (7, 8191)])
+def test_row_groups_and_vector_loads(device, L, D):
+    """Row widths that take each layout of the CUDA forward: several row groups per warp
+    (D = 2, 8), a group per warp, groups spanning warps (D = 72 in float64, 200), one group per
+    block with several runs per thread (D = 1030, 8192), the most elements a thread holds
+    (D = 8191 in scalar loads), 16-byte loads wherever D allows; every dtype against float64 on
+    the rounded inputs, and an input off the 16-byte grid (scalar loads) against the aligned one."""
+    x, w, b = make_inputs(2, L, D, 2, device, seed=D)
+    mask = random_mask(2, L, device)
+    for dtype in (torch.float64, torch.float32, *low_precision(device)):
+        xd, wd, bd = (t.to(dtype) for t in (x, w, b))
+        tol = ROW_LAYOUT_TOL[dtype]
+        out, lse = torch.ops.seqops.seq_pool(xd, wd, bd, mask)
+        exact = reference.seq_pool(xd.double(), wd.double(), bd.double(), mask)
+        torch.testing.assert_close(out.double(), exact, rtol=tol, atol=tol, msg=lambda m: f"{dtype}: {m}")
+        assert_lse_matches(lse, reference.seq_pool_lse(xd.double(), wd.double(), bd.double(), mask), tol)
+        shifted = torch.empty(xd.numel() + 1, dtype=dtype, device=device)[1:].view(xd.shape)
+        shifted.copy_(xd)
+        out_shifted, lse_shifted = torch.ops.seqops.seq_pool(shifted, wd, bd, mask)
+        torch.testing.assert_close(out_shifted, out, rtol=tol, atol=tol)
+        torch.testing.assert_close(lse_shifted, lse, rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("device,dtype", LOW_PRECISION_CASES)

@@ -229,12 +229,6 @@ struct TileChoice {
   SmemPlan plan;
 };
 
-int64_t pow2_at_least(int64_t n) {
-  int64_t p = 1;
-  while (p < n) p *= 2;
-  return p;
-}
-
 // The first (bq, bk) of `candidates` (largest first) whose plan fits in `max_bytes`, skipping
 // tiles much longer than the sequences; raises when even the smallest does not fit.
 TileChoice choose_tiles(c10::ArrayRef<std::pair<int, int>> candidates, PlanFn plan_fn,

@@ -19,22 +19,30 @@ __device__ inline acc_t warp_sum(acc_t v) {
   return v;
 }
 
-// Sums N values over the whole block and returns the totals to every thread. All threads of the
-// block must call it (NT threads, a multiple of 32). `smem` holds two buffers used alternately
-// by consecutive calls (`parity` flips each call), so one __syncthreads per call suffices: a
-// warp can only overwrite a buffer after every warp has passed the barrier of the call in
-// between, i.e. after everyone finished reading it. The summation order is fixed, so every
-// thread gets bitwise the same totals.
+// Sums N values over each row group of `width` threads (a power of two dividing NT; groups are
+// consecutive threads) and returns the group's totals to each of its threads. All threads of the
+// block must call it (NT threads, a multiple of 32), with the same width. Within a warp the
+// shuffles suffice; a group that spans warps also goes through `buffer`, whose two halves are
+// used alternately by consecutive calls (`parity` flips each call), so one __syncthreads per
+// call suffices: a warp can only overwrite a half after every warp has passed the barrier of
+// the call in between, i.e. after everyone finished reading it. The summation order is fixed
+// (and a shuffle butterfly adds the same pairs on every lane), so every thread of a group gets
+// bitwise the same totals.
 template <int NT, int N, typename acc_t>
-struct BlockSum {
+struct GroupSum {
   static constexpr int kWarps = NT / kWarp;
   static_assert(NT % kWarp == 0, "block size must be a multiple of the warp size");
   acc_t buffer[2][N][kWarps];
 
-  __device__ inline void reduce(acc_t (&v)[N], int& parity) {
-    const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  __device__ inline void reduce(acc_t (&v)[N], int width, int& parity) {
+    const int lanes = width < kWarp ? width : kWarp;
 #pragma unroll
-    for (int i = 0; i < N; ++i) v[i] = warp_sum(v[i]);
+    for (int i = 0; i < N; ++i) {
+      for (int offset = lanes / 2; offset > 0; offset /= 2) v[i] += __shfl_xor_sync(0xffffffffu, v[i], offset);
+    }
+    if (width <= kWarp) return;  // uniform over the block
+    const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+    const int group_warps = width / kWarp, first = warp / group_warps * group_warps;
     if (lane == 0) {
 #pragma unroll
       for (int i = 0; i < N; ++i) buffer[parity][i][warp] = v[i];
@@ -43,8 +51,7 @@ struct BlockSum {
 #pragma unroll
     for (int i = 0; i < N; ++i) {
       acc_t total = 0;
-#pragma unroll
-      for (int w = 0; w < kWarps; ++w) total += buffer[parity][i][w];
+      for (int w = first; w < first + group_warps; ++w) total += buffer[parity][i][w];
       v[i] = total;
     }
     parity ^= 1;

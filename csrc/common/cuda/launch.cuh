@@ -27,6 +27,12 @@ namespace seqops::cuda {
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+inline int64_t pow2_at_least(int64_t n) {
+  int64_t p = 1;
+  while (p < n) p *= 2;
+  return p;
+}
+
 // A 1-D grid of `blocks` blocks (every kernel flattens its block coordinates into blockIdx.x,
 // whose limit is 2^31 - 1, so no coordinate is capped at 65535).
 inline dim3 grid_1d(int64_t blocks, const char* kernel) {

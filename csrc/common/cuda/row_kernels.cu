@@ -11,6 +11,7 @@
 #include "common/cuda/cuda_context.h"
 #include "common/cuda/row_kernels.cuh"
 #include "common/cuda/row_ops.h"
+#include "common/cuda/vector_access.cuh"
 #include "common/dtype.h"
 #include "common/tensor_data.h"
 
@@ -26,7 +27,8 @@ void launch_row_dots(const at::Tensor& x, const at::Tensor& v, const bool* mask,
   launch_kernel("row_dots_kernel", row_dots_kernel<T, TN>,
                 B * row_tiles * k_tiles, kDotsThreads, 0,
                 x.data_ptr<T>(), v.data_ptr<acc_t>(), v_batch_stride, mask,
-                out.data_ptr<acc_t>(), L, D, K, row_tiles, k_tiles);
+                out.data_ptr<acc_t>(), L, D, K, row_tiles, k_tiles,
+                rows_take_vector_loads(x.const_data_ptr<T>(), D));
 }
 
 void check_accumulate_tensor(const at::Tensor& t, const at::Tensor& x, const char* name) {
@@ -46,7 +48,8 @@ at::Tensor row_dots(const at::Tensor& x, const at::Tensor& v,
   if (B == 0 || K == 0) return out;
   const bool* m = data_or_null<const bool>(mask);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "row_dots", [&] {
-    if (K <= 8) launch_row_dots<scalar_t, 8>(x, v, m, out);
+    if (K <= 2) launch_row_dots<scalar_t, 2>(x, v, m, out);  // seq_pool's backward with one head
+    else if (K <= 8) launch_row_dots<scalar_t, 8>(x, v, m, out);
     else launch_row_dots<scalar_t, 32>(x, v, m, out);
   });
   return out;

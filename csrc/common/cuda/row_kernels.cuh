@@ -8,15 +8,17 @@
 
 #include "common/cuda/block_reduce.cuh"
 #include "common/cuda/launch.cuh"
+#include "common/cuda/vector_access.cuh"
 
 namespace seqops::cuda {
 
 // ------------------------------------------------------------------------------ row_dots
 // A skinny GEMM, S = X V^T per batch element, tiled through shared memory. A block owns
-// kDotsRows rows of one batch element and TN of the K vectors; each thread owns
-// kDotsRowsPerThread rows (tid, tid + kDotsThreads) and all TN vectors, so every x element is
-// read from DRAM once per vector tile (once in all when K <= 32) and from shared memory once,
-// and the vector values are warp-uniform shared-memory broadcasts.
+// kDotsRows rows of one batch element and TN of the K vectors (TN sized to K by the host: 2, 8
+// or 32); each thread owns kDotsRowsPerThread rows (tid, tid + kDotsThreads) and all TN vectors,
+// so every x element is read from DRAM once per vector tile (once in all when K <= 32) and from
+// shared memory once, and the vector values are warp-uniform shared-memory broadcasts. x comes
+// in 16-byte loads when its rows are 16-byte aligned (`vector`), else one element per load.
 constexpr int kDotsThreads = 128;
 constexpr int kDotsRowsPerThread = 2;
 constexpr int kDotsRows = kDotsThreads * kDotsRowsPerThread;  // 256
@@ -26,7 +28,7 @@ template <typename T, int TN, typename acc_t = at::opmath_type<T>>
 __global__ void __launch_bounds__(kDotsThreads)
     row_dots_kernel(const T* __restrict__ x, const acc_t* __restrict__ v, int64_t v_batch_stride,
                     const bool* __restrict__ mask, acc_t* __restrict__ out, int64_t L, int64_t D,
-                    int64_t K, int64_t row_tiles, int64_t k_tiles) {
+                    int64_t K, int64_t row_tiles, int64_t k_tiles, bool vector) {
   // xs[dd][row]: padded so that the two rows a warp stores per instruction (16 apart) and the
   // consecutive rows it reads per instruction fall in distinct banks.
   __shared__ acc_t xs[kDotsDepth][kDotsRows + 1];
@@ -54,20 +56,43 @@ __global__ void __launch_bounds__(kDotsThreads)
 #pragma unroll
     for (int n = 0; n < TN; ++n) acc[r][n] = acc_t(0);
 
-  // Load mapping for the x tile: a warp instruction covers 2 rows x 16 columns (two full
+  // Scalar load mapping for the x tile: a warp instruction covers 2 rows x 16 columns (two full
   // 32-byte sectors for 16-bit types); pair index P = warp * 32 + i covers all 256 rows.
   const int dd_load = lane % 16, half = lane / 16;
   constexpr int kPairsPerWarp = kDotsRows / 2 / (kDotsThreads / kWarp);  // 32
+  // Vector load mapping: kRowLanes lanes read a row's 16 columns, kVec each; a warp instruction
+  // covers kWarp / kRowLanes consecutive rows, a warp kWarpRows rows.
+  constexpr int kVec = kValuesPer16Bytes<T> < kDotsDepth ? kValuesPer16Bytes<T> : kDotsDepth;
+  constexpr int kRowLanes = kDotsDepth / kVec;
+  constexpr int kWarpRows = kDotsRows / (kDotsThreads / kWarp);  // 64
+  const int vec_part = lane % kRowLanes * kVec, vec_row = warp * kWarpRows + lane / kRowLanes;
 
   for (int64_t d0 = 0; d0 < D; d0 += kDotsDepth) {
-    const int64_t d = d0 + dd_load;
+    if (vector) {  // D is a multiple of kVec: a run of kVec columns is in or out whole
+      const int64_t d = d0 + vec_part;
+#pragma unroll 4
+      for (int i = 0; i < kWarpRows; i += kWarp / kRowLanes) {
+        const int row = vec_row + i;
+        T run[kVec];
+        if (keep_s[row] && d < D) {
+          load_values(run, xb + (t0 + row) * D + d);
+        } else {
+#pragma unroll
+          for (int e = 0; e < kVec; ++e) run[e] = T(0);
+        }
+#pragma unroll
+        for (int e = 0; e < kVec; ++e) xs[vec_part + e][row] = static_cast<acc_t>(run[e]);
+      }
+    } else {
+      const int64_t d = d0 + dd_load;
 #pragma unroll 8
-    for (int i = 0; i < kPairsPerWarp; ++i) {
-      const int pair = warp * kPairsPerWarp + i;
-      const int row = (pair / 16) * 32 + half * 16 + pair % 16;
-      acc_t value = acc_t(0);
-      if (keep_s[row] && d < D) value = static_cast<acc_t>(xb[(t0 + row) * D + d]);
-      xs[dd_load][row] = value;
+      for (int i = 0; i < kPairsPerWarp; ++i) {
+        const int pair = warp * kPairsPerWarp + i;
+        const int row = (pair / 16) * 32 + half * 16 + pair % 16;
+        acc_t value = acc_t(0);
+        if (keep_s[row] && d < D) value = static_cast<acc_t>(xb[(t0 + row) * D + d]);
+        xs[dd_load][row] = value;
+      }
     }
 #pragma unroll
     for (int e = tid; e < TN * kDotsDepth; e += kDotsThreads) {

@@ -1,4 +1,5 @@
-// 16-byte memory accesses (ld / st .v4.b32: 8 16-bit values in one instruction). The address must
+// 16-byte memory accesses (ld / st .v4.b32: 8 16-bit values, 4 floats or 2 doubles in one
+// instruction), and the load of a thread's run of values through them. The address must
 // be 16-byte aligned: a GPU faults ("misaligned address") otherwise, and so does the host
 // emulator, which moves the same bytes with memcpy and reports the caller's file and line.
 #pragma once
@@ -14,6 +15,17 @@ struct alignas(16) Vec16 {
 };
 
 __device__ __forceinline__ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// Values of T one 16-byte access moves.
+template <typename T>
+constexpr int kValuesPer16Bytes = static_cast<int>(sizeof(Vec16) / sizeof(T));
+
+// Whether rows of row_len values of T starting at `data` (contiguous) all start 16-byte aligned,
+// so a kernel may read them kValuesPer16Bytes<T> at a time.
+template <typename T>
+inline bool rows_take_vector_loads(const T* data, int64_t row_len) {
+  return row_len % kValuesPer16Bytes<T> == 0 && reinterpret_cast<uintptr_t>(data) % sizeof(Vec16) == 0;
+}
 
 #if defined(SEQOPS_EMULATOR)
 inline void check_vec16(const void* p, const char* file, int line) {
@@ -33,5 +45,18 @@ inline void store_vec16(void* p, const Vec16& v, const char* file = __builtin_FI
 __device__ __forceinline__ Vec16 load_vec16(const void* p) { return *static_cast<const Vec16*>(p); }
 __device__ __forceinline__ void store_vec16(void* p, const Vec16& v) { *static_cast<Vec16*>(p) = v; }
 #endif
+
+// kVec consecutive values of T from p: one 16-byte access when they fill one (p 16-byte aligned),
+// else one access each.
+template <typename T, int kVec>
+__device__ __forceinline__ void load_values(T (&out)[kVec], const T* p) {
+  if constexpr (kVec * sizeof(T) == sizeof(Vec16)) {
+    const Vec16 v = load_vec16(p);
+    std::memcpy(out, &v, sizeof v);
+  } else {
+#pragma unroll
+    for (int e = 0; e < kVec; ++e) out[e] = p[e];
+  }
+}
 
 }  // namespace seqops::cuda

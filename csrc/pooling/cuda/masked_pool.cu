@@ -42,17 +42,23 @@ static void masked_pool(const MaskedPoolOperands& in, at::Tensor& out, at::Tenso
   if (B == 0) return;
   const auto acc_options = x.options().dtype(accumulate_type(x));
   const auto scale = mean_scale(mode, B, L, m, acc_options);
-  const int64_t d_tiles = ceil_div(D, kColThreads);
-  const int64_t chunks = plan_chunks(B * d_tiles, L);
-  auto part = at::empty({B, chunks, D}, acc_options);
-  auto part_index = is_max ? at::empty({B, chunks, D}, x.options().dtype(at::kLong)) : at::Tensor();
   const bool* mp = data_or_null<bool>(m);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "masked_pool_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    launch_kernel("masked_pool_chunk_kernel", masked_pool_chunk_kernel<scalar_t>,
-                  B * chunks * d_tiles, kColThreads, 0,
+    constexpr int kVec = kValuesPer16Bytes<scalar_t>;
+    const bool vector = rows_take_vector_loads(xc.const_data_ptr<scalar_t>(), D);
+    const int64_t vcols = vector ? D / kVec : D;
+    const int width = static_cast<int>(std::min<int64_t>(kColThreads, pow2_at_least(vcols)));
+    const int64_t groups = kColThreads / width, d_tiles = ceil_div(vcols, width);
+    // Chunk groups as plan_chunks sizes chunks, each group's chunk of >= kMinChunkRows rows where L allows.
+    const int64_t chunks = plan_chunks(B * d_tiles, ceil_div(L, groups)) * groups;
+    auto part = at::empty({B, chunks, D}, acc_options);
+    auto part_index = is_max ? at::empty({B, chunks, D}, x.options().dtype(at::kLong)) : at::Tensor();
+    const auto kernel = vector ? masked_pool_chunk_kernel<scalar_t, kVec> : masked_pool_chunk_kernel<scalar_t, 1>;
+    launch_kernel("masked_pool_chunk_kernel", kernel, B * chunks / groups * d_tiles, kColThreads, 0,
                   xc.data_ptr<scalar_t>(), mp, part.data_ptr<acc_t>(),
-                  is_max ? part_index.data_ptr<int64_t>() : nullptr, L, D, chunks, d_tiles, is_max);
+                  is_max ? part_index.data_ptr<int64_t>() : nullptr, L, D, chunks, d_tiles, width,
+                  is_max);
     launch_kernel("masked_pool_merge_kernel", masked_pool_merge_kernel<scalar_t>,
                   point_blocks(B * D), kPointThreads, 0,
                   part.data_ptr<acc_t>(), is_max ? part_index.data_ptr<int64_t>() : nullptr,

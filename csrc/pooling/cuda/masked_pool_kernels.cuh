@@ -1,12 +1,15 @@
 // The masked_pool kernels (host side: masked_pool.cu), compiled by nvcc and by the host
 // emulator (emulator/).
 //
-// Forward: grid (batch, sequence chunk, column tile), one column per thread, so every warp
-// reads whole contiguous row segments and no block reduction is needed; each block scans its
-// chunk's kept rows in order (sum, or max with the first index on ties and NaN sticking, as on
-// CPU) and writes a per-chunk partial; masked_pool_merge_kernel combines the chunks in sequence
-// order with the same rule, so the result equals one sequential scan. Backward: one thread per
-// element of dx, written exactly once (no zero fill + scatter).
+// Forward: grid (batch, chunk group, column tile). Each thread owns kVec consecutive columns
+// (one 16-byte load per row when rows are 16-byte aligned, see rows_take_vector_loads) and scans one chunk's kept
+// rows in order (sum, or max with the first index on ties and NaN sticking, as on CPU); a block's
+// threads are row groups of `width` threads (the row's vector count rounded up to a power of two,
+// at most the block), group g taking chunk (chunk group) * groups + g, so no thread idles at small
+// D and a warp reads whole contiguous row segments. Each chunk writes a partial;
+// masked_pool_merge_kernel combines the chunks in sequence order with the same rule, so the
+// result equals one sequential scan. Backward: one thread per element of dx, written exactly
+// once (no zero fill + scatter).
 #pragma once
 #include <ATen/OpMathType.h>
 #include <cuda_runtime.h>
@@ -15,48 +18,64 @@
 
 #include "common/cuda/launch.cuh"
 #include "common/cuda/max_rule.cuh"
+#include "common/cuda/vector_access.cuh"
 
 namespace seqops::cuda {
 
-constexpr int kColThreads = 256;  // columns per block in the forward
+constexpr int kColThreads = 256;  // threads per block in the forward
 constexpr int kRowUnroll = 4;     // rows loaded ahead per step
 constexpr int kPointThreads = 256;
 
-template <typename T, typename acc_t = at::opmath_type<T>>
+template <typename T, int kVec, typename acc_t = at::opmath_type<T>>
 __global__ void __launch_bounds__(kColThreads)
     masked_pool_chunk_kernel(const T* __restrict__ x, const bool* __restrict__ mask,
                              acc_t* __restrict__ part, int64_t* __restrict__ part_index,
-                             int64_t L, int64_t D, int64_t chunks, int64_t d_tiles, bool is_max) {
-  const int64_t block = blockIdx.x;  // (b, chunk, d tile), d tile fastest
+                             int64_t L, int64_t D, int64_t chunks, int64_t d_tiles, int width,
+                             bool is_max) {
+  const int groups = kColThreads / width;
+  const int64_t chunk_groups = chunks / groups;
+  const int64_t block = blockIdx.x;  // (b, chunk group, d tile), d tile fastest
   const int64_t dt = block % d_tiles;
-  const int64_t c = (block / d_tiles) % chunks;
-  const int64_t b = block / (d_tiles * chunks);
-  const int64_t d = dt * kColThreads + threadIdx.x;
+  const int64_t c = (block / d_tiles) % chunk_groups * groups + threadIdx.x / width;
+  const int64_t b = block / (d_tiles * chunk_groups);
+  const int64_t d = (dt * width + threadIdx.x % width) * kVec;  // D is a multiple of kVec
   if (d >= D) return;  // no barriers below
   const int64_t t_begin = chunk_begin(c, chunks, L), t_end = chunk_begin(c + 1, chunks, L);
   const T* xb = x + b * L * D + d;
   const bool* mb = mask ? mask + b * L : nullptr;
 
-  acc_t value = 0;  // the running sum, or the running max (0 while no row is kept)
-  int64_t index = -1;
+  acc_t value[kVec];  // the running sums, or the running maxima (0 while no row is kept)
+  int64_t index[kVec];
+#pragma unroll
+  for (int e = 0; e < kVec; ++e) {
+    value[e] = acc_t(0);
+    index[e] = -1;
+  }
   for (int64_t t = t_begin; t < t_end; t += kRowUnroll) {
-    acc_t v[kRowUnroll];
+    T v[kRowUnroll][kVec];
     bool kept[kRowUnroll];
 #pragma unroll
     for (int r = 0; r < kRowUnroll; ++r) {
       kept[r] = t + r < t_end && (mb == nullptr || mb[t + r]);
-      v[r] = kept[r] ? static_cast<acc_t>(xb[(t + r) * D]) : acc_t(0);
+      if (kept[r]) load_values(v[r], xb + (t + r) * D);  // masked rows are never read
     }
 #pragma unroll
     for (int r = 0; r < kRowUnroll; ++r) {
       if (!kept[r]) continue;
-      if (is_max) max_update(value, index, v[r], t + r);
-      else value += v[r];
+#pragma unroll
+      for (int e = 0; e < kVec; ++e) {
+        const acc_t a = static_cast<acc_t>(v[r][e]);
+        if (is_max) max_update(value[e], index[e], a, t + r);
+        else value[e] += a;
+      }
     }
   }
   const int64_t item = (b * chunks + c) * D + d;
-  part[item] = value;
-  if (is_max) part_index[item] = index;
+#pragma unroll
+  for (int e = 0; e < kVec; ++e) {
+    part[item + e] = value[e];
+    if (is_max) part_index[item + e] = index[e];
+  }
 }
 
 // One thread per (b, d): combines the chunks in order; `scale` (B) is 1 / max(kept, 1) for

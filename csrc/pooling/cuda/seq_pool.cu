@@ -8,12 +8,14 @@
 #include <cuda_runtime.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <limits>
 
 #include "common/cuda/launch.cuh"
 #include "common/library.h"
 #include "common/cuda/cuda_context.h"
 #include "common/cuda/row_ops.h"
+#include "common/cuda/vector_access.cuh"
 #include "common/checks.h"
 #include "common/tensor_data.h"
 #include "pooling/cuda/seq_pool_kernels.cuh"
@@ -22,30 +24,50 @@
 namespace seqops::cuda {
 namespace {
 
-template <typename T, int kSlots>
+template <typename T, int kVec, int kSlots>
 void launch_forward(const PoolShape& s, const at::Tensor& x, const at::Tensor& w,
                     const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& mask,
-                    at::Tensor& out, at::Tensor& lse) {
+                    at::Tensor& out, at::Tensor& lse, int width) {
   using acc_t = at::opmath_type<T>;
   const int64_t B = s.batch, L = s.length, D = s.dim, H = s.heads;
   const bool per_batch = w.dim() == 3;
-  const int64_t chunks = plan_chunks(B * H, L);
+  // Chunk groups as plan_chunks sizes chunks, each group's chunk of >= kMinChunkRows rows where
+  // L allows; the merge takes at most kMaxChunks.
+  const int64_t groups = kPoolThreads / width;
+  const int64_t chunk_groups = std::min(plan_chunks(B * H, ceil_div(L, groups)), kMaxChunks / groups);
+  const int64_t chunks = chunk_groups * groups;
   const auto opt = lse.options();
   auto part_max = at::empty({B, chunks, H}, opt);
   auto part_sum = at::empty({B, chunks, H}, opt);
   auto part_acc = at::empty({B, chunks, H, D}, opt);
-  launch_kernel("seq_pool_chunk_kernel", seq_pool_chunk_kernel<T, kSlots>,
-                B * chunks * H, kPoolThreads, 0,
+  launch_kernel("seq_pool_chunk_kernel", seq_pool_chunk_kernel<T, kVec, kSlots>,
+                B * chunk_groups * H, kPoolThreads, 0,
                 x.data_ptr<T>(), w.data_ptr<acc_t>(), per_batch ? H * D : 0,
                 data_or_null<acc_t>(bias), per_batch ? H : 0, data_or_null<bool>(mask),
                 part_max.data_ptr<acc_t>(), part_sum.data_ptr<acc_t>(),
-                part_acc.data_ptr<acc_t>(), L, D, H, chunks);
+                part_acc.data_ptr<acc_t>(), L, D, H, chunks, width);
   const int64_t d_tiles = ceil_div(D, kMergeThreads);
   launch_kernel("seq_pool_merge_kernel", seq_pool_merge_kernel<T>,
                 B * H * d_tiles, kMergeThreads, 0,
                 part_max.data_ptr<acc_t>(), part_sum.data_ptr<acc_t>(),
                 part_acc.data_ptr<acc_t>(), out.data_ptr<T>(), lse.data_ptr<acc_t>(), D, H,
                 chunks, d_tiles);
+}
+
+// The forward for a row of `vectors` runs of kVec values: groups of width threads (a power of
+// two), each thread kSlots runs (the fewest power of two that cover the row).
+template <typename T, int kVec, int kSlots = 1>
+void launch_for_row(int64_t vectors, const PoolShape& s, const at::Tensor& x, const at::Tensor& w,
+                    const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& mask,
+                    at::Tensor& out, at::Tensor& lse) {
+  if constexpr (kSlots * kVec < kMaxValues) {
+    if (vectors > int64_t{kPoolThreads} * kSlots) {
+      launch_for_row<T, kVec, kSlots * 2>(vectors, s, x, w, bias, mask, out, lse);
+      return;
+    }
+  }
+  const int width = static_cast<int>(std::min<int64_t>(kPoolThreads, pow2_at_least(vectors)));
+  launch_forward<T, kVec, kSlots>(s, x, w, bias, mask, out, lse, width);
 }
 
 struct CudaSeqPool {
@@ -63,14 +85,12 @@ static std::tuple<at::Tensor, at::Tensor> seq_pool(const SeqPoolOperands& in) {
   auto out = at::empty({s.batch, s.heads, s.dim}, x.options());
   auto lse = at::empty({s.batch, s.heads}, x.options().dtype(acc));
   if (s.batch == 0) return {out, lse};
-  const int64_t slots = ceil_div(s.dim, kPoolThreads);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "seq_pool_cuda", [&] {
-    if (slots <= 1) launch_forward<scalar_t, 1>(s, xc, w, b, m, out, lse);
-    else if (slots <= 2) launch_forward<scalar_t, 2>(s, xc, w, b, m, out, lse);
-    else if (slots <= 4) launch_forward<scalar_t, 4>(s, xc, w, b, m, out, lse);
-    else if (slots <= 8) launch_forward<scalar_t, 8>(s, xc, w, b, m, out, lse);
-    else if (slots <= 16) launch_forward<scalar_t, 16>(s, xc, w, b, m, out, lse);
-    else launch_forward<scalar_t, 32>(s, xc, w, b, m, out, lse);
+    constexpr int kVec = kValuesPer16Bytes<scalar_t>;
+    if (rows_take_vector_loads(xc.const_data_ptr<scalar_t>(), s.dim))
+      launch_for_row<scalar_t, kVec>(s.dim / kVec, s, xc, w, b, m, out, lse);
+    else
+      launch_for_row<scalar_t, 1>(s.dim, s, xc, w, b, m, out, lse);
   });
   return {out, lse};
 }
