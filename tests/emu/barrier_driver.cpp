@@ -49,13 +49,19 @@ std::vector<float> run_all(const Data& d) {
                                  L, D, K, ceil_div(L, kDotsRows), ceil_div(K, 32), vector);
     });
   }
-  const int64_t chunks = 3, k_groups = ceil_div(K, kWrHeads), d_tiles = ceil_div(D, kWrColTile);
-  partial.assign(B * chunks * K * D, 0.0f);
-  emu::launch("weighted_rows_kernel", nullptr, dim3(B * chunks * k_groups * d_tiles),
-              dim3(kWrThreads), 0, [&] {
-                weighted_rows_kernel<float>(d.coef.data(), d.x.data(), d.mask, partial.data(), L,
-                                            D, K, chunks, k_groups, d_tiles);
-              });
+  // weighted_rows twice too: 16-byte loads into the first half of `partial`, scalar loads into
+  // the second.
+  const int64_t chunks = 3, k_groups = ceil_div(K, kWrHeads), d_tiles = ceil_div(D, wr_col_tile<float>);
+  const int64_t partial_size = B * chunks * K * D;
+  partial.assign(2 * partial_size, 0.0f);
+  for (const bool vector : {true, false}) {
+    emu::launch("weighted_rows_kernel", nullptr, dim3(B * chunks * k_groups * d_tiles),
+                dim3(kWrThreads), 0, [&] {
+                  weighted_rows_kernel<float>(d.coef.data(), d.x.data(), d.mask,
+                                              partial.data() + (vector ? 0 : partial_size), L, D, K,
+                                              chunks, k_groups, d_tiles, vector);
+                });
+  }
   const int64_t row_tiles = ceil_div(L, kCrRows), cr_tiles = ceil_div(D, kCrColTile);
   emu::launch("combine_rows_kernel", nullptr, dim3(B * row_tiles * cr_tiles), dim3(kCrThreads), 0,
               [&] {
@@ -77,15 +83,16 @@ std::vector<float> run_all(const Data& d) {
           const double want = d.mask[b * L + t] ? dot(&d.x[(b * L + t) * D], 1, &d.v[(b * K + k) * D], 1, D) : 0.0;
           worst = std::max(worst, std::abs(want - dots[((half * B + b) * K + k) * L + t]));
         }
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t k = 0; k < K; ++k)
-      for (int64_t j = 0; j < D; ++j) {
-        double want = 0, got = 0;
-        for (int64_t t = 0; t < L; ++t)
-          if (d.mask[b * L + t]) want += double(d.coef[(b * K + k) * L + t]) * d.x[(b * L + t) * D + j];
-        for (int64_t c = 0; c < chunks; ++c) got += partial[((b * chunks + c) * K + k) * D + j];
-        worst = std::max(worst, std::abs(want - got));
-      }
+  for (int64_t half = 0; half < 2; ++half)
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t j = 0; j < D; ++j) {
+          double want = 0, got = 0;
+          for (int64_t t = 0; t < L; ++t)
+            if (d.mask[b * L + t]) want += double(d.coef[(b * K + k) * L + t]) * d.x[(b * L + t) * D + j];
+          for (int64_t c = 0; c < chunks; ++c) got += partial[half * partial_size + ((b * chunks + c) * K + k) * D + j];
+          worst = std::max(worst, std::abs(want - got));
+        }
   for (int64_t b = 0; b < B; ++b)
     for (int64_t t = 0; t < L; ++t)
       for (int64_t j = 0; j < D; ++j) {

@@ -25,7 +25,7 @@
 
 namespace seqops::cuda {
 
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+SEQOPS_HOST_DEVICE int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 inline int64_t pow2_at_least(int64_t n) {
   int64_t p = 1;

@@ -63,18 +63,20 @@ at::Tensor weighted_rows(const at::Tensor& coef, const at::Tensor& x,
   const int64_t B = x.size(0), L = x.size(1), D = x.size(2), K = c.size(1);
   TORCH_INTERNAL_ASSERT(c.size(0) == B && c.size(2) == L);
   if (B == 0 || K == 0) return at::zeros({B, K, D}, c.options());
-  const int64_t k_groups = ceil_div(K, kWrHeads), d_tiles = ceil_div(D, kWrColTile);
-  const int64_t chunks = plan_chunks(B * k_groups * d_tiles, L);
-  auto partial = at::empty({B, chunks, K, D}, c.options());
   const bool* m = data_or_null<const bool>(mask);
+  at::Tensor partial;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "weighted_rows", [&] {
     using acc_t = at::opmath_type<scalar_t>;
+    const int64_t k_groups = ceil_div(K, kWrHeads), d_tiles = ceil_div(D, wr_col_tile<scalar_t>);
+    const int64_t chunks = plan_chunks(B * k_groups * d_tiles, L);
+    partial = at::empty({B, chunks, K, D}, c.options());
     launch_kernel("weighted_rows_kernel", weighted_rows_kernel<scalar_t>,
                   B * chunks * d_tiles * k_groups, kWrThreads, 0,
                   c.data_ptr<acc_t>(), x.data_ptr<scalar_t>(), m, partial.data_ptr<acc_t>(), L,
-                  D, K, chunks, k_groups, d_tiles);
+                  D, K, chunks, k_groups, d_tiles,
+                  rows_take_vector_loads(x.const_data_ptr<scalar_t>(), D));
   });
-  return chunks == 1 ? partial.squeeze(1) : partial.sum(1);
+  return partial.size(1) == 1 ? partial.squeeze(1) : partial.sum(1);
 }
 
 at::Tensor combine_rows(const at::Tensor& coef, const at::Tensor& v,

@@ -131,23 +131,29 @@ __global__ void __launch_bounds__(kDotsThreads)
 }
 
 // ------------------------------------------------------------------------------ weighted_rows
-// out[b, k, d] over one sequence chunk: a block owns (batch, chunk, kWrCols * kWrThreads
-// columns, kWrHeads coefficient rows); each thread keeps kWrHeads x kWrCols accumulators and
-// streams the chunk's rows, reading each x element once per group of kWrHeads coefficient rows.
+// out[b, k, d] over one sequence chunk: a block owns (batch, chunk, wr_col_tile<T> columns,
+// kWrHeads coefficient rows); each thread owns a run of 16 bytes of columns (wr_cols<T>
+// values: 8 at 16 bits, 4 floats, 2 doubles), keeps kWrHeads x wr_cols<T> accumulators and
+// streams the chunk's rows, reading each x element once per group of kWrHeads coefficient rows:
+// one 16-byte load per row when rows are 16-byte aligned (`vector`), else one element per load.
 // The coefficients of 32 rows at a time are staged in shared memory (broadcast reads). Masked
 // rows are never loaded (their x and coefficients count as 0).
 constexpr int kWrThreads = 128;
-constexpr int kWrCols = 2;
-constexpr int kWrColTile = kWrThreads * kWrCols;  // 256
 constexpr int kWrHeads = 8;
 constexpr int kWrRowTile = 32;
 constexpr int kWrUnroll = 4;
+template <typename T>
+constexpr int wr_cols = kValuesPer16Bytes<T>;
+template <typename T>
+constexpr int64_t wr_col_tile = int64_t{kWrThreads} * wr_cols<T>;
 
 template <typename T, typename acc_t = at::opmath_type<T>>
 __global__ void __launch_bounds__(kWrThreads)
     weighted_rows_kernel(const acc_t* __restrict__ coef, const T* __restrict__ x,
                          const bool* __restrict__ mask, acc_t* __restrict__ partial, int64_t L,
-                         int64_t D, int64_t K, int64_t chunks, int64_t k_groups, int64_t d_tiles) {
+                         int64_t D, int64_t K, int64_t chunks, int64_t k_groups, int64_t d_tiles,
+                         bool vector) {
+  constexpr int kCols = wr_cols<T>;
   __shared__ acc_t cs[kWrRowTile][kWrHeads];
   __shared__ bool keep_s[kWrRowTile];
 
@@ -160,17 +166,14 @@ __global__ void __launch_bounds__(kWrThreads)
   const int64_t k0 = kg * kWrHeads;
   const int64_t t_begin = chunk_begin(c, chunks, L), t_end = chunk_begin(c + 1, chunks, L);
   const int tid = threadIdx.x;
-  const T* xb = x + b * L * D;
+  const int64_t col = dt * wr_col_tile<T> + tid * kCols;  // this thread's run: [col, col + kCols)
+  const T* xb = x + b * L * D + col;
 
-  int64_t cols[kWrCols];
-#pragma unroll
-  for (int j = 0; j < kWrCols; ++j) cols[j] = dt * kWrColTile + tid + j * kWrThreads;
-
-  acc_t acc[kWrHeads][kWrCols];
+  acc_t acc[kWrHeads][kCols];
 #pragma unroll
   for (int k = 0; k < kWrHeads; ++k)
 #pragma unroll
-    for (int j = 0; j < kWrCols; ++j) acc[k][j] = acc_t(0);
+    for (int j = 0; j < kCols; ++j) acc[k][j] = acc_t(0);
 
   for (int64_t tile = t_begin; tile < t_end; tile += kWrRowTile) {
     for (int e = tid; e < kWrRowTile * kWrHeads; e += kWrThreads) {
@@ -182,21 +185,24 @@ __global__ void __launch_bounds__(kWrThreads)
     }
     __syncthreads();
     for (int r0 = 0; r0 < kWrRowTile; r0 += kWrUnroll) {
-      acc_t xv[kWrUnroll][kWrCols];
+      T xv[kWrUnroll][kCols];
 #pragma unroll
-      for (int q = 0; q < kWrUnroll; ++q)
+      for (int q = 0; q < kWrUnroll; ++q) {
+        const T* row = xb + (tile + r0 + q) * D;
+        if (keep_s[r0 + q] && vector && col < D) {  // D is a multiple of kCols
+          load_values(xv[q], row);
+        } else {
 #pragma unroll
-        for (int j = 0; j < kWrCols; ++j)
-          xv[q][j] = (keep_s[r0 + q] && cols[j] < D)
-                         ? static_cast<acc_t>(xb[(tile + r0 + q) * D + cols[j]])
-                         : acc_t(0);
+          for (int j = 0; j < kCols; ++j) xv[q][j] = (keep_s[r0 + q] && col + j < D) ? row[j] : T(0);
+        }
+      }
 #pragma unroll
       for (int q = 0; q < kWrUnroll; ++q) {
 #pragma unroll
         for (int k = 0; k < kWrHeads; ++k) {
           const acc_t w = cs[r0 + q][k];
 #pragma unroll
-          for (int j = 0; j < kWrCols; ++j) acc[k][j] += w * xv[q][j];
+          for (int j = 0; j < kCols; ++j) acc[k][j] += w * static_cast<acc_t>(xv[q][j]);
         }
       }
     }
@@ -207,8 +213,8 @@ __global__ void __launch_bounds__(kWrThreads)
   for (int k = 0; k < kWrHeads; ++k) {
     if (k0 + k >= K) break;
 #pragma unroll
-    for (int j = 0; j < kWrCols; ++j)
-      if (cols[j] < D) partial[((b * chunks + c) * K + k0 + k) * D + cols[j]] = acc[k][j];
+    for (int j = 0; j < kCols; ++j)
+      if (col + j < D) partial[((b * chunks + c) * K + k0 + k) * D + col + j] = acc[k][j];
   }
 }
 
