@@ -236,6 +236,32 @@ def linformer(device: str, dtype: torch.dtype, profile: str) -> Iterator[Case]:
         yield Case("linformer", "encoder, forward+backward", n, impls, flops, "GFLOP/s")
 
 
+def long(device: str, dtype: torch.dtype, profile: str) -> Iterator[Case]:
+    """linformer-pytorch's README model, Linformer(input_size=n, channels=64, dim_d=256, dim_k=64,
+    dim_ff=128), forward without autograd (eval) at batch 1 for n up to 262144, vs
+    linformer-pytorch (same weights) when it is installed: time and peak memory against length.
+    benchmarks/bench_linformer_long.py measures the same in fresh processes, with the targets."""
+    from ..nn import Linformer, load_linformer_pytorch
+    channels, dim_d, dim_k, dim_ff = (16, 32, 4, 16) if profile == "smoke" else (64, 256, 64, 128)
+    for n in {"full": [16384, 65536, 262144], "quick": [4096, 16384], "smoke": [512, 1024]}[profile]:
+        kwargs = dict(input_size=n, channels=channels, dim_d=dim_d, dim_k=dim_k, dim_ff=dim_ff)
+        ours = Linformer(**kwargs, device=device, dtype=dtype).eval()
+        x = torch.randn(1, n, channels, device=device, dtype=dtype)
+        impls = {"seqops": _no_grad(lambda m=ours, t=x: m(t))}
+        try:
+            import linformer_pytorch
+            original = linformer_pytorch.Linformer(**kwargs).to(device, dtype).eval()
+            load_linformer_pytorch(ours, original)
+            impls["linformer-pytorch"] = _no_grad(lambda m=original, t=x: m(t))
+        except ImportError:
+            pass
+        # The original's work (4 heads of width dim_d): Q/K/V and output projections, E/F, scores and
+        # values, feed-forward (seqops folds the projections into the compressed keys: fewer FLOPs).
+        hd = 4 * dim_d
+        flops = 2 * n * (4 * channels * hd + 2 * dim_k * hd + 2 * dim_k * hd + 2 * channels * dim_ff)
+        yield Case("long", "README model, forward", n, impls, flops, "GFLOP/s")
+
+
 # ----------------------------------------------------------------------------- dropout
 
 def dropout(device: str, dtype: torch.dtype, profile: str) -> Iterator[Case]:
@@ -329,7 +355,7 @@ def transformers_family(device: str, dtype: torch.dtype, profile: str) -> Iterat
                        hf_t5_flops("seq2seq", n, target=target), "GFLOP/s")
 
 
-FAMILIES: Dict[str, Family] = {"pool": pool, "attention": attention, "linformer": linformer,
+FAMILIES: Dict[str, Family] = {"pool": pool, "attention": attention, "linformer": linformer, "long": long,
                                "compressive": compressive, "dropout": dropout}
 if have_transformers():  # an optional extra: without it the family is not offered at all
     FAMILIES["transformers"] = transformers_family

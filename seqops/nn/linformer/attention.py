@@ -19,7 +19,7 @@ Behaviour (how it differs from linformer-pytorch, with the pinning tests: docs/c
   E (x W^T) + b = (E x) W^T + b, which is R * L * D + R * D * 2Hd multiply-adds instead of
   L * D * 2Hd + 2 R * L * Hd, and kv sharing compresses x once for both keys and values.
 """
-from typing import Optional, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +28,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ... import ops
 from ..dropout import Dropout
+from .folded import attend_folded, fold, folding_pays
 from .projection import (METHODS, SequenceProjection, add_bias, causal_chunks, check_choice,
                                    get_EF, num_rows, project, row_support, valid_rows)
 from .tracing import leading
@@ -80,12 +81,13 @@ def attend(q: Tensor, k: Tensor, v: Tensor, key_mask: Optional[Tensor], causal: 
 
 def chunked_causal_attend(q: Tensor, k: Tensor, v: Tensor, kbar: Tensor, vbar: Tensor, rows_per_chunk: int,
                           chunk: int, kbar_valid: Optional[Tensor], mask: Optional[Tensor], scale: float,
-                          dropout_p: float, visualize: bool) -> Tuple[Tensor, Optional[Tensor]]:
+                          dropout_p: float, visualize: bool, first_chunk: int = 0) -> Tuple[Tensor, Optional[Tensor]]:
     """Causal Linformer attention (see causal_chunks): q, k, v (B, L, H, d), compressed kbar, vbar
     (B, R, H, d) whose row r reads chunk r // rows_per_chunk only. Each chunk of queries becomes one
     batch entry of the fused op, with keys [kbar ; the chunk's own keys], the rows of unfinished
     chunks masked out and causal=True on the local part. Returns (B, L, H, d) and, when
-    ``visualize``, probabilities (B, H, L, R + chunk): compressed rows, then the query's chunk."""
+    ``visualize``, probabilities (B, H, L, R + chunk): compressed rows, then the query's chunk.
+    q, k, v may be one span of the sequence starting at chunk ``first_chunk`` (streamed layers)."""
     B, L, H, d = q.shape
     R = kbar.shape[1]
     G = -(-L // chunk)
@@ -96,7 +98,8 @@ def chunked_causal_attend(q: Tensor, k: Tensor, v: Tensor, kbar: Tensor, vbar: T
     keys = torch.cat([kbar[:, None].expand(B, G, R, H, d), k.view(B, G, chunk, H, d)], 2).view(B * G, R + chunk, H, d)
     values = torch.cat([vbar[:, None].expand(B, G, R, H, d), v.view(B, G, chunk, H, d)], 2).view(B * G, R + chunk, H, d)
     row_chunk = torch.arange(R, device=q.device) // rows_per_chunk
-    seen = (row_chunk[None, :] < torch.arange(G, device=q.device)[:, None])[None].expand(B, G, R)
+    seen = (row_chunk[None, :] < torch.arange(first_chunk, first_chunk + G, device=q.device)[:, None])[None]
+    seen = seen.expand(B, G, R)
     if kbar_valid is not None:
         seen = seen & kbar_valid[:, None, :]
     if mask is None:
@@ -203,49 +206,144 @@ class LinearAttentionHead(nn.Module):
         if self.full_attention:
             out, probs = attend(q, k, v, mask, self.causal, self.scale, self._dropout(), visualize)
             return self._keep(out, probs, visualize)
-        e_w, e_b, f_w, f_b = self._projections(shared_weight, shared_bias)
+        kbar, vbar = self.compressed_span(k, v, mask, 0, L, shared_weight, shared_bias)
+        kbar, vbar, valid = self.finish_compressed(kbar, vbar, mask, L, shared_weight, shared_bias)
+        if not self.causal:
+            return self.attend_compressed(q, kbar, vbar, valid, visualize)
+        rows_per_chunk, chunk = self.chunks(shared_weight)
+        out, probs = chunked_causal_attend(q, k, v, kbar, vbar, rows_per_chunk, chunk, valid, mask, self.scale,
+                                           self._dropout(), visualize)
+        return self._keep(out, probs, visualize)
+
+    def kernel(self, shared_weight: Optional[Tensor]) -> int:
+        """The convolution's kernel (= stride), 0 for learnable / no_params projections."""
+        e_w = self._projections(shared_weight, None)[0]
+        return e_w.shape[-1] if e_w.dim() == 4 else 0
+
+    def chunks(self, shared_weight: Optional[Tensor]) -> Tuple[int, int]:
+        """(rows per chunk, positions per chunk) of the causal projection (see causal_chunks)."""
+        return causal_chunks(self.input_size, self.dim_k, self.kernel(shared_weight))
+
+    def compressed_span(self, k: Tensor, v: Tensor, mask: Optional[Tensor], start: int, length: int,
+                        shared_weight: Optional[Tensor], shared_bias: Optional[Tensor],
+                        span_weights: Optional[Tuple[Tensor, Tensor]] = None) -> Tuple[Tensor, Tensor]:
+        """The share of positions [start, start + S) of a length-``length`` sequence in E K and F V,
+        without the biases: k, v (B, S, H, d), mask (B, S) or None. Learnable / no_params: partial
+        sums of all R rows (B, R, H, d), to be added over spans; convolution: the rows of the
+        span's own windows (start is a multiple of the kernel), to be concatenated.
+        span_weights: E and F (learnable / no_params) cut to the span's columns already, by one
+        split over all spans (one slice per span would scatter each span's weight gradient into
+        a zero tensor of the full width)."""
+        e_w, _, f_w, _ = self._projections(shared_weight, shared_bias)
+        column = start
+        if span_weights is not None:
+            e_w, f_w = span_weights
+            column = 0
         if mask is not None:
             keep = mask[:, :, None, None].to(k.dtype)
             k, v = k * keep, v * keep
-        rows = num_rows(e_w, self.dim_k, L, self.input_size)
-        kernel = e_w.shape[-1] if e_w.dim() == 4 else 0
-        if not self.causal:
-            kbar = add_bias(project(k, e_w, rows), e_w, e_b)
-            vbar = add_bias(project(v, f_w, rows), f_w, f_b)
-            return self.attend_compressed(q, kbar, vbar, self._valid(mask, rows, L, kernel, None), visualize)
-        chunks = causal_chunks(self.input_size, self.dim_k, kernel)
-        block = row_support(rows, L, 0, chunks, k.device) if kernel == 0 else None
-        kbar = add_bias(project(k, e_w, rows, block), e_w, e_b)
-        vbar = add_bias(project(v, f_w, rows, block), f_w, f_b)
-        out, probs = chunked_causal_attend(q, k, v, kbar, vbar, chunks[0], chunks[1],
-                                           self._valid(mask, rows, L, kernel, chunks), mask, self.scale,
-                                           self._dropout(), visualize)
-        return self._keep(out, probs, visualize)
+        span = k.shape[1]
+        rows = num_rows(e_w, self.dim_k, length, self.input_size)
+        kernel = self.kernel(shared_weight)
+        support: Optional[Tensor] = None
+        if kernel > 0:
+            rows = max(0, min(rows - start // kernel, -(-span // kernel)))
+        elif self.causal:
+            support = row_support(rows, span, 0, self.chunks(shared_weight), k.device, start)
+        return project(k, e_w, rows, support, column), project(v, f_w, rows, support, column)
+
+    def finish_compressed(self, kbar: Tensor, vbar: Tensor, mask: Optional[Tensor], length: int,
+                          shared_weight: Optional[Tensor], shared_bias: Optional[Tensor]
+                          ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+        """E K and F V with their biases, and which rows read a kept position (None: all)."""
+        e_w, e_b, f_w, f_b = self._projections(shared_weight, shared_bias)
+        kernel = self.kernel(shared_weight)
+        chunks = self.chunks(shared_weight) if self.causal else None
+        valid = self._valid(mask, kbar.shape[1], length, kernel, chunks)
+        return add_bias(kbar, e_w, e_b), add_bias(vbar, f_w, f_b), valid
+
+    def compress_source(self, src: Tensor, kv_weight: Tensor, mask: Optional[Tensor], shared_weight: Optional[Tensor],
+                        shared_bias: Optional[Tensor], span: int, checkpointed: bool = False
+                        ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+        """Compressed keys and values (B, R, H, d) of ``src @ kv_weight.T`` (kv_weight (2Hd, C), keys
+        first; src (B, L, C)) and their valid rows (B, R) (None: all), reading ``span`` positions
+        at a time so that the full-length keys and values are never held (``checkpointed``: each
+        span is a checkpoint, so the backward does not hold them either). A learnable / no_params
+        projection shared by all heads, without causality, is applied to src before kv_weight
+        (see the module docstring): src is then read once, whatever span."""
+        B, L, C = src.shape
+        self._check_length(L)
+        check_mask("input_mask", mask, B, L)
+        e_w, e_b, f_w, f_b = self._projections(shared_weight, shared_bias)
+        if not self.causal and e_w.dim() == 3 and e_w.shape[0] == 1 and f_w.dim() == 3 and f_w.shape[0] == 1:
+            H, d = kv_weight.shape[0] // (2 * self.dim), self.dim
+            x = src if mask is None else src * mask[:, :, None].to(src.dtype)
+            x = x.unsqueeze(2)
+            e_x = project(x, e_w, self.dim_k).squeeze(2)
+            if self.F is None:  # F = E: one compressed input for keys and values
+                kv = F.linear(e_x, kv_weight).view(B, self.dim_k, 2 * H, d)
+                kbar, vbar = kv[:, :, :H], kv[:, :, H:]
+            else:
+                kbar = F.linear(e_x, kv_weight[:H * d]).view(B, self.dim_k, H, d)
+                f_x = project(x, f_w, self.dim_k).squeeze(2)
+                vbar = F.linear(f_x, kv_weight[H * d:]).view(B, self.dim_k, H, d)
+            return self.finish_compressed(kbar, vbar, mask, L, shared_weight, shared_bias)
+        kernel = self.kernel(shared_weight)
+        # Splits, not slices per span: their backwards concatenate the span gradients once.
+        src_spans = torch.split(src, span, 1)
+        e_spans: List[Tensor] = []
+        f_spans: List[Tensor] = []
+        if kernel == 0:
+            e_spans = torch.split(leading(e_w[:, :self.dim_k], 2, L), span, 2)
+            f_spans = e_spans if self.F is None else torch.split(leading(f_w[:, :self.dim_k], 2, L), span, 2)
+        k_parts: List[Tensor] = []
+        v_parts: List[Tensor] = []
+        for index, src_span in enumerate(src_spans):
+            start = index * span
+            span_mask = None if mask is None else mask.narrow(1, start, src_span.shape[1])
+            span_weights = (e_spans[index], f_spans[index]) if kernel == 0 else None
+            if checkpointed and not torch.jit.is_scripting():
+                kb, vb = self._source_span_checkpointed(src_span, kv_weight, span_mask, start, L, shared_weight,
+                                                        shared_bias, span_weights)
+            else:
+                kb, vb = self.source_span(src_span, kv_weight, span_mask, start, L, shared_weight, shared_bias,
+                                          span_weights)
+            k_parts.append(kb)
+            v_parts.append(vb)
+        if kernel > 0:
+            kbar, vbar = torch.cat(k_parts, 1), torch.cat(v_parts, 1)
+        else:
+            kbar, vbar = k_parts[0], v_parts[0]
+            for i in range(1, len(k_parts)):
+                kbar, vbar = kbar + k_parts[i], vbar + v_parts[i]
+        return self.finish_compressed(kbar, vbar, mask, L, shared_weight, shared_bias)
+
+    def source_span(self, src: Tensor, kv_weight: Tensor, mask: Optional[Tensor], start: int, length: int,
+                    shared_weight: Optional[Tensor], shared_bias: Optional[Tensor],
+                    span_weights: Optional[Tuple[Tensor, Tensor]]) -> Tuple[Tensor, Tensor]:
+        """compressed_span of the keys / values of src (B, S, C), positions [start, start + S)."""
+        B, S = src.shape[0], src.shape[1]
+        H = kv_weight.shape[0] // (2 * self.dim)
+        kv = F.linear(src, kv_weight).view(B, S, 2 * H, self.dim)
+        return self.compressed_span(kv[:, :, :H], kv[:, :, H:], mask, start, length, shared_weight, shared_bias,
+                                    span_weights)
+
+    @torch.jit.unused
+    def _source_span_checkpointed(self, src: Tensor, kv_weight: Tensor, mask: Optional[Tensor], start: int,
+                                  length: int, shared_weight: Optional[Tensor], shared_bias: Optional[Tensor],
+                                  span_weights: Optional[Tuple[Tensor, Tensor]]) -> Tuple[Tensor, Tensor]:
+        return checkpoint(self.source_span, src, kv_weight, mask, start, length, shared_weight, shared_bias,
+                          span_weights, use_reentrant=False)
 
     def attend_source(self, q: Tensor, src: Tensor, kv_weight: Tensor, mask: Optional[Tensor], visualize: bool,
                       shared_weight: Optional[Tensor], shared_bias: Optional[Tensor]) -> Tensor:
         """Attention of q (B, Lq, H, d) over keys/values ``src @ kv_weight.T`` (kv_weight (2Hd, C),
-        keys first) for src (B, Lk, C). A learnable/no_params projection shared by all heads is
-        applied to src before kv_weight when not causal (see module docstring)."""
+        keys first) for src (B, Lk, C)."""
         B, L, C = src.shape
         H, d = q.shape[2], q.shape[3]
-        if not self.full_attention:
-            e_w, e_b, f_w, f_b = self._projections(shared_weight, shared_bias)
-            if not self.causal and e_w.dim() == 3 and e_w.shape[0] == 1 and f_w.dim() == 3 and f_w.shape[0] == 1:
-                self._check_length(L)
-                check_mask("input_mask", mask, B, L)
-                x = src if mask is None else src * mask[:, :, None].to(src.dtype)
-                x = x.unsqueeze(2)
-                e_x = project(x, e_w, self.dim_k).squeeze(2)
-                if self.F is None:  # F = E: one compressed input for keys and values
-                    kv = F.linear(e_x, kv_weight).view(B, self.dim_k, 2 * H, d)
-                    kbar, vbar = kv[:, :, :H], kv[:, :, H:]
-                else:
-                    kbar = F.linear(e_x, kv_weight[:H * d]).view(B, self.dim_k, H, d)
-                    f_x = project(x, f_w, self.dim_k).squeeze(2)
-                    vbar = F.linear(f_x, kv_weight[H * d:]).view(B, self.dim_k, H, d)
-                kbar, vbar = add_bias(kbar, e_w, e_b), add_bias(vbar, f_w, f_b)
-                return self.attend_compressed(q, kbar, vbar, self._valid(mask, self.dim_k, L, 0, None), visualize)
+        if not self.full_attention and not self.causal:
+            kbar, vbar, valid = self.compress_source(src, kv_weight, mask, shared_weight, shared_bias, L)
+            return self.attend_compressed(q, kbar, vbar, valid, visualize)
         kv = F.linear(src, kv_weight).view(B, L, 2 * H, d)
         return self.attend_keys(q, kv[:, :, :H], kv[:, :, H:], mask, visualize, shared_weight, shared_bias)
 
@@ -335,6 +433,16 @@ class MHAttention(nn.Module):
     def forward(self, tensor: Tensor, input_mask: Optional[Tensor] = None, embeddings: Optional[Tensor] = None,
                 embeddings_mask: Optional[Tensor] = None, visualize: bool = False,
                 shared_weight: Optional[Tensor] = None, shared_bias: Optional[Tensor] = None) -> Tensor:
+        src, src_mask = self.source(tensor, input_mask, embeddings, embeddings_mask)
+        if self.checkpoint_level == "C2" and torch.is_grad_enabled() and not torch.jit.is_scripting():
+            out = self._branch_checkpointed(tensor, src, src_mask, visualize, shared_weight, shared_bias)
+        else:
+            out = self._branch(tensor, src, src_mask, visualize, shared_weight, shared_bias)
+        return self.mh_dropout(out)
+
+    def source(self, tensor: Tensor, input_mask: Optional[Tensor], embeddings: Optional[Tensor],
+               embeddings_mask: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor]]:
+        """The keys' source and its mask: the input (self-attention) or the encoder output."""
         if tensor.dim() != 3 or tensor.shape[2] != self.channels:
             raise ValueError(f"tensor must be (batch, length, {self.channels}), got {list(tensor.shape)}")
         if self.decoder_mode:
@@ -343,32 +451,73 @@ class MHAttention(nn.Module):
             if embeddings.dim() != 3 or embeddings.shape[0] != tensor.shape[0] or embeddings.shape[2] != self.channels:
                 raise ValueError(f"embeddings must be ({tensor.shape[0]}, length, {self.channels}), got "
                                  f"{list(embeddings.shape)}")
-            src, src_mask = embeddings, embeddings_mask
-        else:
-            if embeddings is not None or embeddings_mask is not None:
-                raise ValueError("embeddings / embeddings_mask need decoder_mode=True")
-            src, src_mask = tensor, input_mask
-        if self.checkpoint_level == "C2" and torch.is_grad_enabled() and not torch.jit.is_scripting():
-            out = self._heads_checkpointed(tensor, src, src_mask, visualize, shared_weight, shared_bias)
-        else:
-            out = self._heads(tensor, src, src_mask, visualize, shared_weight, shared_bias)
-        if self.w_o is not None:
-            out = self.w_o(out)
-        elif self.w_o_1 is not None and self.w_o_2 is not None:
-            out = self.w_o_2(self.w_o_1(out))
-        return self.mh_dropout(out)
+            return embeddings, embeddings_mask
+        if embeddings is not None or embeddings_mask is not None:
+            raise ValueError("embeddings / embeddings_mask need decoder_mode=True")
+        return tensor, input_mask
 
-    def _heads(self, tensor: Tensor, src: Tensor, src_mask: Optional[Tensor], visualize: bool,
-               shared_weight: Optional[Tensor], shared_bias: Optional[Tensor]) -> Tensor:
-        """Query projection and the fused heads: (B, L, channels) -> (B, L, nhead * dim)."""
+    def folds(self) -> bool:
+        """Whether attention over the compressed rows runs folded (folded.py): non-causal, and
+        fewer multiply-adds that way."""
+        return (not self.heads.full_attention and not self.heads.causal
+                and folding_pays(self.channels, self.dim, self.dim_k))
+
+    def _branch(self, tensor: Tensor, src: Tensor, src_mask: Optional[Tensor], visualize: bool,
+                shared_weight: Optional[Tensor], shared_bias: Optional[Tensor]) -> Tensor:
+        """The attention branch before its dropout: (B, L, channels)."""
+        if self.folds():
+            kbar, vbar, valid = self.compress(src, src_mask, shared_weight, shared_bias, src.shape[1])
+            keys, values = self.fold(kbar, vbar)
+            return self.attend_folded(tensor, keys, values, valid, visualize)
         hd = self.nhead * self.dim
-        q = F.linear(tensor, self.in_proj_weight[:hd]).view(tensor.shape[0], tensor.shape[1], self.nhead, self.dim)
-        out = self.heads.attend_source(q, src, self.in_proj_weight[hd:], src_mask, visualize, shared_weight,
-                                       shared_bias)
-        return out.reshape(tensor.shape[0], tensor.shape[1], hd)
+        out = self.heads.attend_source(self.queries(tensor), src, self.in_proj_weight[hd:], src_mask, visualize,
+                                       shared_weight, shared_bias)
+        return self.project_out(out)
 
     @torch.jit.unused
-    def _heads_checkpointed(self, tensor: Tensor, src: Tensor, src_mask: Optional[Tensor], visualize: bool,
-                            shared_weight: Optional[Tensor], shared_bias: Optional[Tensor]) -> Tensor:
-        return checkpoint(self._heads, tensor, src, src_mask, visualize, shared_weight, shared_bias,
+    def _branch_checkpointed(self, tensor: Tensor, src: Tensor, src_mask: Optional[Tensor], visualize: bool,
+                             shared_weight: Optional[Tensor], shared_bias: Optional[Tensor]) -> Tensor:
+        return checkpoint(self._branch, tensor, src, src_mask, visualize, shared_weight, shared_bias,
                           use_reentrant=False)
+
+    def queries(self, tensor: Tensor) -> Tensor:
+        """Every head's queries (B, L, H, d) of tensor (B, L, channels)."""
+        hd = self.nhead * self.dim
+        return F.linear(tensor, self.in_proj_weight[:hd]).view(tensor.shape[0], tensor.shape[1], self.nhead, self.dim)
+
+    def compress(self, src: Tensor, src_mask: Optional[Tensor], shared_weight: Optional[Tensor],
+                 shared_bias: Optional[Tensor], span: int, checkpointed: bool = False
+                 ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+        """Compressed keys, values (B, R, H, d) of src and their valid rows (heads.compress_source)."""
+        hd = self.nhead * self.dim
+        return self.heads.compress_source(src, self.in_proj_weight[hd:], src_mask, shared_weight, shared_bias, span,
+                                          checkpointed)
+
+    def output_weight(self) -> Tuple[Tensor, Optional[Tensor]]:
+        """The output projection as one (channels, H d) matrix and its bias (w_o, or w_o_2 w_o_1)."""
+        if self.w_o is not None:
+            return self.w_o.weight, self.w_o.bias
+        assert self.w_o_1 is not None and self.w_o_2 is not None
+        bias = F.linear(self.w_o_1.bias, self.w_o_2.weight, self.w_o_2.bias) if self.w_o_1.bias is not None else self.w_o_2.bias
+        return torch.matmul(self.w_o_2.weight, self.w_o_1.weight), bias
+
+    def project_out(self, heads_out: Tensor) -> Tensor:
+        """(B, L, H, d) attention output -> (B, L, channels) through w_o (or w_o_1, w_o_2)."""
+        out = heads_out.reshape(heads_out.shape[0], heads_out.shape[1], self.nhead * self.dim)
+        if self.w_o is not None:
+            return self.w_o(out)
+        assert self.w_o_1 is not None and self.w_o_2 is not None
+        return self.w_o_2(self.w_o_1(out))
+
+    def fold(self, kbar: Tensor, vbar: Tensor) -> Tuple[Tensor, Tensor]:
+        """Folded keys and values (B, H R, C) of compressed ones (folded.fold)."""
+        return fold(kbar, vbar, self.in_proj_weight[:self.nhead * self.dim], self.output_weight()[0], self.heads.scale)
+
+    def attend_folded(self, tensor: Tensor, keys: Tensor, values: Tensor, valid: Optional[Tensor],
+                      visualize: bool) -> Tensor:
+        """The attention branch (before dropout) of tensor (B, L, channels) over folded keys."""
+        out, probs = attend_folded(tensor, keys, values, self.nhead, valid, self.heads._dropout())
+        bias = self.output_weight()[1]
+        if visualize:
+            self.heads.P_bar = probs.permute(0, 2, 1, 3)
+        return out if bias is None else out + bias

@@ -18,6 +18,16 @@ shared E), except one shared Conv1d for layers of different kernels, which raise
 keys before the projection. Inputs shorter than input_size are accepted (E/F columns sliced).
 A layerwise-shared projection is stored once (``E.*``). Checkpoint levels C1 (every residual
 block) and C2 (C1 + the fused heads) are non-reentrant and work with every keyword argument.
+
+Long inputs stream (streaming.py): ``Linformer(..., block_size=None)`` (also on LinformerLM and
+LinformerEncDec) runs each attention block and the feed-forward blocks after it one span of
+queries at a time, after accumulating the compressed keys span by span, whenever the input is
+longer than one span, without autograd, or under autograd at C1 / C2 (each span is then a
+checkpoint). None chooses the span from the sizes, a positive number sets it (rounded up to
+whole causal chunks or convolution windows), 0 turns streaming off. Outputs equal the
+unstreamed ones up to float rounding; with dropout in training, spans draw their own masks (so
+C1 / C2 then differ from C0 by the random draws, not in distribution). visualize, torch.compile
+and TorchScript run unstreamed.
 How each point differs from linformer-pytorch, and the test that pins it: docs/compat.md.
 """
 from typing import Optional
@@ -30,8 +40,15 @@ from torch.utils.checkpoint import checkpoint
 from ..dropout import Dropout
 from .attention import CHECKPOINT_LEVELS, SHARING, MHAttention, check_mask
 from .projection import METHODS, check_choice, get_EF
+from .streaming import MIN_SPAN, run_stage, stages
 
 ACTIVATIONS = ("gelu", "relu")
+
+
+def check_block_size(block_size: Optional[int]) -> None:
+    if block_size is not None and (isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 0):
+        raise ValueError("block_size must be None (chosen from the sizes), 0 (no streaming) or a positive number of "
+                         f"positions per span, got {block_size!r}")
 
 
 class FeedForward(nn.Module):
@@ -100,9 +117,13 @@ class _Residual(nn.Module):
     def _block(self, x: Tensor, input_mask: Optional[Tensor], embeddings: Optional[Tensor],
                embeddings_mask: Optional[Tensor], visualize: bool, shared_weight: Optional[Tensor],
                shared_bias: Optional[Tensor]) -> Tensor:
-        y = self._branch(x, input_mask, embeddings, embeddings_mask, visualize, shared_weight, shared_bias)
+        return self.combine(x, self._branch(x, input_mask, embeddings, embeddings_mask, visualize, shared_weight,
+                                            shared_bias))
+
+    def combine(self, x: Tensor, branch: Tensor) -> Tensor:
+        """norm(shortcut(x) + branch): the block's output from its input and its branch's output."""
         shortcut = x if self.resample is None else self.resample(x)
-        return self.norm(shortcut + y)
+        return self.norm(shortcut + branch)
 
     @torch.jit.unused
     def _checkpoint(self, x: Tensor, input_mask: Optional[Tensor], embeddings: Optional[Tensor],
@@ -153,9 +174,11 @@ class Linformer(nn.Module):
                  activation: str = "gelu", checkpoint_level: str = "C0", parameter_sharing: str = "layerwise",
                  k_reduce_by_layer: int = 0, full_attention: bool = False, include_ff: bool = True,
                  w_o_intermediate_dim: Optional[int] = None, decoder_mode: bool = False, causal: bool = False,
-                 method: str = "learnable", ff_intermediate: Optional[int] = None, device=None, dtype=None) -> None:
+                 method: str = "learnable", ff_intermediate: Optional[int] = None, block_size: Optional[int] = None,
+                 device=None, dtype=None) -> None:
         super().__init__()
         check_choice("activation", activation, ACTIVATIONS)
+        check_block_size(block_size)
         check_choice("checkpoint_level", checkpoint_level, CHECKPOINT_LEVELS)
         check_choice("parameter_sharing", parameter_sharing, SHARING)
         check_choice("method", method, METHODS)
@@ -177,6 +200,7 @@ class Linformer(nn.Module):
         self.checkpoint_level = checkpoint_level
         self.depth = depth
         self.nhead = nhead
+        self.block_size = block_size
         head_dim = channels // nhead if dim_d is None else dim_d
         self.E = get_EF(input_size, dim_k, method, head_dim, **factory) if shared else None
 
@@ -218,8 +242,32 @@ class Linformer(nn.Module):
         shared_bias: Optional[Tensor] = None
         if self.E is not None:
             shared_weight, shared_bias = self.E.weight, self.E.bias
+        if not torch.jit.is_scripting() and self._streams(tensor.shape[1], visualize):
+            return self._streamed(tensor, input_mask, embeddings, embeddings_mask, shared_weight, shared_bias)
         for layer in self.seq:
             tensor = layer(tensor, input_mask, embeddings, embeddings_mask, visualize, shared_weight, shared_bias)
+        return tensor
+
+    @torch.jit.unused
+    def _streams(self, length: int, visualize: bool) -> bool:
+        """Streamed layers (streaming.py) for inputs longer than one span, in eager mode: always
+        without autograd, and at C1 / C2 under autograd (whose recomputation they reuse). visualize
+        keeps every query's probabilities anyway, so it runs unstreamed, as do traced graphs (a
+        loop over spans would fix the length) and block_size=0."""
+        if visualize or self.block_size == 0 or torch.compiler.is_compiling():
+            return False
+        if torch.is_grad_enabled() and self.checkpoint_level == "C0":
+            return False
+        return length > (self.block_size if self.block_size is not None else MIN_SPAN)
+
+    @torch.jit.unused
+    def _streamed(self, tensor: Tensor, input_mask: Optional[Tensor], embeddings: Optional[Tensor],
+                  embeddings_mask: Optional[Tensor], shared_weight: Optional[Tensor],
+                  shared_bias: Optional[Tensor]) -> Tensor:
+        checkpointed = torch.is_grad_enabled()
+        for blocks in stages(self.seq):
+            tensor = run_stage(blocks, tensor, input_mask, embeddings, embeddings_mask, shared_weight, shared_bias,
+                               self.block_size, checkpointed)
         return tensor
 
 
@@ -238,7 +286,7 @@ class LinformerLM(nn.Module):
                  k_reduce_by_layer: int = 0, full_attention: bool = False, include_ff: bool = True,
                  w_o_intermediate_dim: Optional[int] = None, emb_dim: Optional[int] = None, return_emb: bool = False,
                  decoder_mode: bool = False, causal: bool = False, method: str = "learnable",
-                 device=None, dtype=None) -> None:
+                 block_size: Optional[int] = None, device=None, dtype=None) -> None:
         super().__init__()
         factory = {"device": device, "dtype": dtype}
         emb_dim = channels if emb_dim is None else emb_dim
@@ -249,7 +297,7 @@ class LinformerLM(nn.Module):
         self.linformer = Linformer(input_size, channels, dim_k, dim_ff, dim_d, dropout_ff, nhead, depth, dropout,
                                    activation, checkpoint_level, parameter_sharing, k_reduce_by_layer,
                                    full_attention, include_ff, w_o_intermediate_dim, decoder_mode, causal, method,
-                                   ff_intermediate, **factory)
+                                   ff_intermediate, block_size, **factory)
         self.project_out = nn.Linear(channels, emb_dim, **factory) if emb_dim != channels else None
         self.to_logits = None if return_emb else nn.Linear(emb_dim, num_tokens, **factory)
         self.dropout_tokens = Dropout(dropout_tokens)
@@ -293,7 +341,7 @@ class LinformerEncDec(nn.Module):
                  dec_full_attention: bool = False, dec_include_ff: bool = True,
                  dec_w_o_intermediate_dim: Optional[int] = None, dec_emb_dim: Optional[int] = None,
                  dec_method: str = "learnable", activation: str = "gelu", checkpoint_level: str = "C0",
-                 device=None, dtype=None) -> None:
+                 block_size: Optional[int] = None, device=None, dtype=None) -> None:
         super().__init__()
         enc_width = enc_channels if enc_emb_dim is None else enc_emb_dim
         if enc_width != dec_channels:
@@ -306,14 +354,16 @@ class LinformerEncDec(nn.Module):
                                    checkpoint_level=checkpoint_level, parameter_sharing=enc_parameter_sharing,
                                    k_reduce_by_layer=enc_k_reduce_by_layer, full_attention=enc_full_attention,
                                    include_ff=enc_include_ff, w_o_intermediate_dim=enc_w_o_intermediate_dim,
-                                   emb_dim=enc_emb_dim, return_emb=True, method=enc_method, **factory)
+                                   emb_dim=enc_emb_dim, return_emb=True, method=enc_method, block_size=block_size,
+                                   **factory)
         self.decoder = LinformerLM(dec_num_tokens, dec_input_size, dec_channels, dec_dim_k, dec_dim_ff, dec_dim_d,
                                    dec_dropout_ff, nhead=dec_nhead, depth=dec_depth,
                                    ff_intermediate=dec_ff_intermediate, dropout=dec_dropout, activation=activation,
                                    checkpoint_level=checkpoint_level, parameter_sharing=dec_parameter_sharing,
                                    k_reduce_by_layer=dec_k_reduce_by_layer, full_attention=dec_full_attention,
                                    include_ff=dec_include_ff, w_o_intermediate_dim=dec_w_o_intermediate_dim,
-                                   emb_dim=dec_emb_dim, decoder_mode=True, causal=True, method=dec_method, **factory)
+                                   emb_dim=dec_emb_dim, decoder_mode=True, causal=True, method=dec_method,
+                                   block_size=block_size, **factory)
 
     def forward(self, x: Tensor, y: Optional[Tensor] = None, input_mask: Optional[Tensor] = None,
                 y_mask: Optional[Tensor] = None, visualize: bool = False) -> Tensor:

@@ -112,16 +112,19 @@ def num_rows(weight: Tensor, rows: int, length: int, input_size: int) -> int:
     return min(-(-length // kernel), input_size // kernel)
 
 
-def project(x: Tensor, weight: Tensor, rows: int, block: Optional[Tensor] = None) -> Tensor:
+def project(x: Tensor, weight: Tensor, rows: int, block: Optional[Tensor] = None, start: int = 0) -> Tensor:
     """Applies E (without its bias) along the sequence: x (B, L, H, d) -> (B, R, H, d), R = rows.
 
-    weight has 1 or H stacked projections; learnable/no_params use rows ``:rows`` and columns
-    ``:L`` of it, times ``block`` (R, L) when given (the causal block-diagonal restriction);
-    convolutions read windows [r * kernel, (r + 1) * kernel), zero-padded past L.
+    x holds positions [start, start + L) of the sequence (start > 0: one span of a streamed
+    sequence). weight has 1 or H stacked projections; learnable/no_params use rows ``:rows`` and
+    columns ``start:start + L`` of it, times ``block`` (R, L) when given (the causal block-diagonal
+    restriction): the span's share of every row, summed over spans by the caller. Convolutions
+    read windows [r * kernel, (r + 1) * kernel), zero-padded past L; ``rows`` counts the windows
+    from ``start`` (a multiple of the kernel) on.
     """
     B, L, H, d = x.shape
     if weight.dim() == 3:
-        w = leading(weight[:, :rows], 2, L)
+        w = weight[:, :rows].narrow(2, start, L) if start > 0 else leading(weight[:, :rows], 2, L)
         if block is not None:
             w = w * block.to(w.dtype)
         if w.shape[0] == 1:  # one GEMM over all heads' columns
@@ -166,10 +169,12 @@ def causal_chunks(input_size: int, rows: int, kernel: int) -> Tuple[int, int]:
     return per_chunk, length
 
 
-def row_support(rows: int, length: int, kernel: int, chunks: Optional[Tuple[int, int]], device: torch.device) -> Tensor:
-    """(R, L) bool: which positions compressed row r reads (its window, its causal chunk, or all)."""
+def row_support(rows: int, length: int, kernel: int, chunks: Optional[Tuple[int, int]], device: torch.device,
+                start: int = 0) -> Tensor:
+    """(R, L) bool: which of the positions [start, start + L) compressed row r reads (its window,
+    its causal chunk, or all)."""
     r = torch.arange(rows, device=device)[:, None]
-    j = torch.arange(length, device=device)[None, :]
+    j = torch.arange(start, start + length, device=device)[None, :]
     if kernel > 0:
         return j // kernel == r
     if chunks is not None:
