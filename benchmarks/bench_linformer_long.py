@@ -94,8 +94,10 @@ def main():
     repeats = 1 if args.quick else 3
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     import torch
-    print(f"torch {torch.__version__}, threads {os.environ.get('OMP_NUM_THREADS', '?')}, "
-          f"cpu isa {torch.ops.seqops.cpu_isa() if hasattr(torch.ops, 'seqops') else '?'}")
+
+    import seqops
+    print(f"seqops {seqops.__version__}, torch {torch.__version__}, threads {os.environ.get('OMP_NUM_THREADS', '?')}, "
+          f"cpu isa {torch.ops.seqops.cpu_isa()}")
     try:
         import linformer_pytorch  # noqa: F401
     except ImportError:
