@@ -323,34 +323,74 @@ void softmax_grad(Acc<T>* ds, const Acc<T>* p, Acc<T> d, int64_t n) {
 
 constexpr int kPhiloxLanes = 16;
 
-// Philox-4x32-10 on kPhiloxLanes counters, w[word][lane] (common/philox.h). AVX-512 has no
-// 32-bit multiply-high, but vpmuludq multiplies the even 32-bit lanes into 64-bit products, so
-// two of them (even lanes, odd lanes shifted down) give every lane's high and low words.
-// Elsewhere the header's generic rounds run on 64-bit lanes, which compilers vectorize.
-inline void philox_lanes(uint32_t (&w)[4][kPhiloxLanes], uint32_t k0, uint32_t k1) {
+// x86 has no 32-bit vector multiply-high, but vpmuludq multiplies the even 32-bit lanes into
+// 64-bit products, so two of them (even lanes, odd lanes shifted down) give every lane's high
+// and low words. PhiloxVec names the few instructions that takes, per ISA.
 #if defined(CPU_CAPABILITY_AVX512)
-  static_assert(kPhiloxLanes == 16, "one zmm register of 32-bit lanes per word");
-  __m512i v[4];
-  for (int k = 0; k < 4; ++k) v[k] = _mm512_loadu_si512(w[k]);
-  const __m512i m0 = _mm512_set1_epi64(0xD2511F53u), m1 = _mm512_set1_epi64(0xCD9E8D57u);
-  constexpr __mmask16 kOdd = 0xAAAA;
-  const auto mulhilo = [&](__m512i a, __m512i m, __m512i& hi, __m512i& lo) {
-    const __m512i even = _mm512_mul_epu32(a, m), odd = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), m);
-    hi = _mm512_mask_blend_epi32(kOdd, _mm512_srli_epi64(even, 32), odd);
-    lo = _mm512_mask_blend_epi32(kOdd, even, _mm512_slli_epi64(odd, 32));
+struct PhiloxVec {
+  using V = __m512i;
+  static constexpr int kLanes = 16;
+  static V load(const uint32_t* p) { return _mm512_loadu_si512(p); }
+  static void store(uint32_t* p, V v) { _mm512_storeu_si512(p, v); }
+  static V multiplier(uint32_t m) { return _mm512_set1_epi64(m); }
+  static V mul_even(V a, V m) { return _mm512_mul_epu32(a, m); }
+  static V down32(V a) { return _mm512_srli_epi64(a, 32); }
+  static V up32(V a) { return _mm512_slli_epi64(a, 32); }
+  static V odd_lanes_from(V even, V odd) { return _mm512_mask_blend_epi32(0xAAAA, even, odd); }
+  static V xor_key(V a, V b, uint32_t k) {
+    return _mm512_xor_si512(_mm512_xor_si512(a, b), _mm512_set1_epi32(static_cast<int>(k)));
+  }
+};
+#elif defined(CPU_CAPABILITY_AVX2)
+struct PhiloxVec {
+  using V = __m256i;
+  static constexpr int kLanes = 8;
+  static V load(const uint32_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+  static void store(uint32_t* p, V v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v); }
+  static V multiplier(uint32_t m) { return _mm256_set1_epi64x(m); }
+  static V mul_even(V a, V m) { return _mm256_mul_epu32(a, m); }
+  static V down32(V a) { return _mm256_srli_epi64(a, 32); }
+  static V up32(V a) { return _mm256_slli_epi64(a, 32); }
+  static V odd_lanes_from(V even, V odd) { return _mm256_blend_epi32(even, odd, 0xAA); }
+  static V xor_key(V a, V b, uint32_t k) {
+    return _mm256_xor_si256(_mm256_xor_si256(a, b), _mm256_set1_epi32(static_cast<int>(k)));
+  }
+};
+#endif
+
+// Philox-4x32-10 on kPhiloxLanes counters, w[word][lane] (common/philox.h): in PhiloxVec
+// registers where the ISA has them, else the header's generic rounds on 64-bit lanes, which
+// compilers vectorize.
+inline void philox_lanes(uint32_t (&w)[4][kPhiloxLanes], uint32_t k0, uint32_t k1) {
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+  using P = PhiloxVec;
+  using V = P::V;
+  constexpr int kRegs = kPhiloxLanes / P::kLanes;
+  static_assert(kRegs * P::kLanes == kPhiloxLanes, "whole registers of 32-bit lanes per word");
+  V v[4][kRegs];
+  for (int k = 0; k < 4; ++k)
+    for (int r = 0; r < kRegs; ++r) v[k][r] = P::load(w[k] + r * P::kLanes);
+  const V m0 = P::multiplier(0xD2511F53u), m1 = P::multiplier(0xCD9E8D57u);
+  const auto mulhilo = [&](V a, V m, V& hi, V& lo) {
+    const V even = P::mul_even(a, m), odd = P::mul_even(P::down32(a), m);
+    hi = P::odd_lanes_from(P::down32(even), odd);
+    lo = P::odd_lanes_from(even, P::up32(odd));
   };
   for (int round = 0; round < 10; ++round) {
-    __m512i hi0, lo0, hi1, lo1;
-    mulhilo(v[0], m0, hi0, lo0);
-    mulhilo(v[2], m1, hi1, lo1);
-    v[0] = _mm512_xor_si512(_mm512_xor_si512(hi1, v[1]), _mm512_set1_epi32(static_cast<int>(k0)));
-    v[1] = lo1;
-    v[2] = _mm512_xor_si512(_mm512_xor_si512(hi0, v[3]), _mm512_set1_epi32(static_cast<int>(k1)));
-    v[3] = lo0;
+    for (int r = 0; r < kRegs; ++r) {
+      V hi0, lo0, hi1, lo1;
+      mulhilo(v[0][r], m0, hi0, lo0);
+      mulhilo(v[2][r], m1, hi1, lo1);
+      v[0][r] = P::xor_key(hi1, v[1][r], k0);
+      v[1][r] = lo1;
+      v[2][r] = P::xor_key(hi0, v[3][r], k1);
+      v[3][r] = lo0;
+    }
     k0 += 0x9E3779B9u;
     k1 += 0xBB67AE85u;
   }
-  for (int k = 0; k < 4; ++k) _mm512_storeu_si512(w[k], v[k]);
+  for (int k = 0; k < 4; ++k)
+    for (int r = 0; r < kRegs; ++r) P::store(w[k] + r * P::kLanes, v[k][r]);
 #else
   uint64_t wide[4][kPhiloxLanes];
   for (int k = 0; k < 4; ++k)
