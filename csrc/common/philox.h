@@ -2,6 +2,7 @@
 // al., "Parallel random numbers: as easy as 1, 2, 3"), four 32-bit random words from a 128-bit
 // counter and a 64-bit key, the same on CPU and GPU.
 #pragma once
+#include <cmath>
 #include <cstdint>
 
 #include "common/host_device.h"
@@ -67,9 +68,18 @@ SEQOPS_HOST_DEVICE Philox4 element_dropout_counter(uint64_t offset, int64_t e4) 
                   static_cast<uint32_t>(offset)}};
 }
 
-// Keep test of one 32-bit word: its top 24 bits as a uniform in [0, 1), kept when < keep_prob.
+// Keep test of one 32-bit word: its top 24 bits u as a uniform u / 2^24 in [0, 1), kept when
+// < keep_prob. Both sides are exact in float (24-bit u, a power-of-two scale), so the test is
+// u < ceil(keep_prob * 2^24) in integers: keep_threshold once per call, then integer compares
+// (which CPU loops vectorize; a float compare per word kept them scalar).
+SEQOPS_HOST_DEVICE uint32_t keep_threshold(float keep_prob) {
+  return static_cast<uint32_t>(std::ceil(keep_prob * 16777216.0f));
+}
+
+SEQOPS_HOST_DEVICE bool dropout_kept(uint32_t word, uint32_t threshold) { return (word >> 8) < threshold; }
+
 SEQOPS_HOST_DEVICE bool dropout_keep(uint32_t word, float keep_prob) {
-  return static_cast<float>(word >> 8) * (1.0f / 16777216.0f) < keep_prob;
+  return dropout_kept(word, keep_threshold(keep_prob));
 }
 
 }  // namespace seqops

@@ -418,8 +418,12 @@ inline void for_dropout_words(uint64_t seed, int64_t j0, int64_t n, Counter coun
     uint32_t words[kSpan];  // in position order, so the loop over f vectorizes
     for (int l = 0; l < kPhiloxLanes; ++l)
       for (int k = 0; k < 4; ++k) words[4 * l + k] = w[k][l];
-    const int64_t hi = std::min(base + kSpan, j_end);
-    for (int64_t j = std::max(base, j0); j < hi; ++j) f(j, words[j - base]);
+    if (base >= j0 && base + kSpan <= j_end) {
+      for (int t = 0; t < kSpan; ++t) f(base + t, words[t]);  // a whole batch: a fixed count vectorizes
+    } else {
+      const int64_t hi = std::min(base + kSpan, j_end);
+      for (int64_t j = std::max(base, j0); j < hi; ++j) f(j, words[j - base]);
+    }
   }
 }
 
@@ -428,7 +432,9 @@ void attention_dropout_row(uint64_t seed, uint64_t offset, int64_t bh, int64_t i
                            float keep_prob, Acc<T> inv, Acc<T>* out) {
   for_dropout_words(
       seed, j0, cols, [&](int64_t j4) { return attention_dropout_counter(offset, bh, i, j4); },
-      [=](int64_t j, uint32_t word) { out[j - j0] = dropout_keep(word, keep_prob) ? inv : Acc<T>(0); });
+      [=, threshold = keep_threshold(keep_prob)](int64_t j, uint32_t word) {
+        out[j - j0] = dropout_kept(word, threshold) ? inv : Acc<T>(0);
+      });
 }
 
 template <typename T>
@@ -436,9 +442,9 @@ void dropout_apply(uint64_t seed, uint64_t offset, int64_t e0, int64_t n, float 
                    const T* x, T* y) {
   for_dropout_words(
       seed, e0, n, [&](int64_t e4) { return element_dropout_counter(offset, e4); },
-      [=](int64_t e, uint32_t word) {
+      [=, threshold = keep_threshold(keep_prob)](int64_t e, uint32_t word) {
         const Acc<T> v = static_cast<Acc<T>>(x[e - e0]) * scale;
-        y[e - e0] = static_cast<T>(dropout_keep(word, keep_prob) ? v : Acc<T>(0));
+        y[e - e0] = static_cast<T>(dropout_kept(word, threshold) ? v : Acc<T>(0));
       });
 }
 
