@@ -10,6 +10,7 @@ from support.linformer_reference import ref_linformer
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from seqops.nn import Linformer, LinformerEncDec
+from seqops.nn.linformer import attention as attention_module
 from seqops.nn.linformer import folded, streaming
 
 F64 = torch.float64
@@ -149,8 +150,6 @@ def test_folded_visualize_and_dropout(monkeypatch):
     mask[-1, :3] = True
     model(x, input_mask=mask, visualize=True)
     probs = model.seq[0].fn.heads.P_bar
-    monkeypatch.setattr(folded, "folding_pays", lambda *a: False)
-    import seqops.nn.linformer.attention as attention_module
     monkeypatch.setattr(attention_module, "folding_pays", lambda *a: False)
     assert not model.seq[0].fn.folds()
     model(x, input_mask=mask, visualize=True)

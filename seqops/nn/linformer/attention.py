@@ -233,12 +233,10 @@ class LinearAttentionHead(nn.Module):
         span's own windows (start is a multiple of the kernel), to be concatenated.
         span_weights: E and F (learnable / no_params) cut to the span's columns already, by one
         split over all spans (one slice per span would scatter each span's weight gradient into
-        a zero tensor of the full width)."""
+        a zero tensor of the full width); needed for such weights when start > 0."""
         e_w, _, f_w, _ = self._projections(shared_weight, shared_bias)
-        column = start
         if span_weights is not None:
             e_w, f_w = span_weights
-            column = 0
         if mask is not None:
             keep = mask[:, :, None, None].to(k.dtype)
             k, v = k * keep, v * keep
@@ -248,9 +246,11 @@ class LinearAttentionHead(nn.Module):
         support: Optional[Tensor] = None
         if kernel > 0:
             rows = max(0, min(rows - start // kernel, -(-span // kernel)))
-        elif self.causal:
-            support = row_support(rows, span, 0, self.chunks(shared_weight), k.device, start)
-        return project(k, e_w, rows, support, column), project(v, f_w, rows, support, column)
+        else:
+            assert start == 0 or span_weights is not None, "a later span needs its columns of E / F"
+            if self.causal:
+                support = row_support(rows, span, 0, self.chunks(shared_weight), k.device, start)
+        return project(k, e_w, rows, support), project(v, f_w, rows, support)
 
     def finish_compressed(self, kbar: Tensor, vbar: Tensor, mask: Optional[Tensor], length: int,
                           shared_weight: Optional[Tensor], shared_bias: Optional[Tensor]
@@ -493,13 +493,21 @@ class MHAttention(nn.Module):
         return self.heads.compress_source(src, self.in_proj_weight[hd:], src_mask, shared_weight, shared_bias, span,
                                           checkpointed)
 
-    def output_weight(self) -> Tuple[Tensor, Optional[Tensor]]:
-        """The output projection as one (channels, H d) matrix and its bias (w_o, or w_o_2 w_o_1)."""
+    def output_weight(self) -> Tensor:
+        """The output projection as one (channels, H d) matrix (w_o, or w_o_2 w_o_1), no bias."""
         if self.w_o is not None:
-            return self.w_o.weight, self.w_o.bias
+            return self.w_o.weight
         assert self.w_o_1 is not None and self.w_o_2 is not None
-        bias = F.linear(self.w_o_1.bias, self.w_o_2.weight, self.w_o_2.bias) if self.w_o_1.bias is not None else self.w_o_2.bias
-        return torch.matmul(self.w_o_2.weight, self.w_o_1.weight), bias
+        return torch.matmul(self.w_o_2.weight, self.w_o_1.weight)
+
+    def output_bias(self) -> Optional[Tensor]:
+        """The output projection's bias (w_o's, or w_o_2(w_o_1's bias))."""
+        if self.w_o is not None:
+            return self.w_o.bias
+        assert self.w_o_1 is not None and self.w_o_2 is not None
+        if self.w_o_1.bias is None:
+            return self.w_o_2.bias
+        return F.linear(self.w_o_1.bias, self.w_o_2.weight, self.w_o_2.bias)
 
     def project_out(self, heads_out: Tensor) -> Tensor:
         """(B, L, H, d) attention output -> (B, L, channels) through w_o (or w_o_1, w_o_2)."""
@@ -511,13 +519,13 @@ class MHAttention(nn.Module):
 
     def fold(self, kbar: Tensor, vbar: Tensor) -> Tuple[Tensor, Tensor]:
         """Folded keys and values (B, H R, C) of compressed ones (folded.fold)."""
-        return fold(kbar, vbar, self.in_proj_weight[:self.nhead * self.dim], self.output_weight()[0], self.heads.scale)
+        return fold(kbar, vbar, self.in_proj_weight[:self.nhead * self.dim], self.output_weight(), self.heads.scale)
 
     def attend_folded(self, tensor: Tensor, keys: Tensor, values: Tensor, valid: Optional[Tensor],
                       visualize: bool) -> Tensor:
         """The attention branch (before dropout) of tensor (B, L, channels) over folded keys."""
         out, probs = attend_folded(tensor, keys, values, self.nhead, valid, self.heads._dropout())
-        bias = self.output_weight()[1]
+        bias = self.output_bias()
         if visualize:
             self.heads.P_bar = probs.permute(0, 2, 1, 3)
         return out if bias is None else out + bias

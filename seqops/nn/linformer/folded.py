@@ -52,5 +52,4 @@ def attend_folded(x: Tensor, keys: Tensor, values: Tensor, heads: int, valid: Op
     probs = torch.softmax(logits, -1)
     if valid is not None:
         probs = probs * valid[:, None, None, :].to(probs.dtype)
-    weights = dropout_op(probs, dropout_p, True) if dropout_p > 0 else probs
-    return torch.matmul(weights.view(B, L, heads * R), values), probs
+    return torch.matmul(dropout_op(probs, dropout_p).view(B, L, heads * R), values), probs

@@ -112,19 +112,17 @@ def num_rows(weight: Tensor, rows: int, length: int, input_size: int) -> int:
     return min(-(-length // kernel), input_size // kernel)
 
 
-def project(x: Tensor, weight: Tensor, rows: int, block: Optional[Tensor] = None, start: int = 0) -> Tensor:
+def project(x: Tensor, weight: Tensor, rows: int, block: Optional[Tensor] = None) -> Tensor:
     """Applies E (without its bias) along the sequence: x (B, L, H, d) -> (B, R, H, d), R = rows.
 
-    x holds positions [start, start + L) of the sequence (start > 0: one span of a streamed
-    sequence). weight has 1 or H stacked projections; learnable/no_params use rows ``:rows`` and
-    columns ``start:start + L`` of it, times ``block`` (R, L) when given (the causal block-diagonal
-    restriction): the span's share of every row, summed over spans by the caller. Convolutions
-    read windows [r * kernel, (r + 1) * kernel), zero-padded past L; ``rows`` counts the windows
-    from ``start`` (a multiple of the kernel) on.
+    weight has 1 or H stacked projections; learnable/no_params use rows ``:rows`` and columns
+    ``:L`` of it (a span of a streamed sequence passes the span's columns), times ``block``
+    (R, L) when given (the causal block-diagonal restriction); convolutions read windows
+    [r * kernel, (r + 1) * kernel), zero-padded past L (a span starts on a window).
     """
     B, L, H, d = x.shape
     if weight.dim() == 3:
-        w = weight[:, :rows].narrow(2, start, L) if start > 0 else leading(weight[:, :rows], 2, L)
+        w = leading(weight[:, :rows], 2, L)
         if block is not None:
             w = w * block.to(w.dtype)
         if w.shape[0] == 1:  # one GEMM over all heads' columns
