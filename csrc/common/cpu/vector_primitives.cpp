@@ -418,12 +418,8 @@ inline void for_dropout_words(uint64_t seed, int64_t j0, int64_t n, Counter coun
     uint32_t words[kSpan];  // in position order, so the loop over f vectorizes
     for (int l = 0; l < kPhiloxLanes; ++l)
       for (int k = 0; k < 4; ++k) words[4 * l + k] = w[k][l];
-    if (base >= j0 && base + kSpan <= j_end) {
-      for (int t = 0; t < kSpan; ++t) f(base + t, words[t]);  // a whole batch: a fixed count vectorizes
-    } else {
-      const int64_t hi = std::min(base + kSpan, j_end);
-      for (int64_t j = std::max(base, j0); j < hi; ++j) f(j, words[j - base]);
-    }
+    const int64_t hi = std::min(base + kSpan, j_end);
+    for (int64_t j = std::max(base, j0); j < hi; ++j) f(j, words[j - base]);
   }
 }
 
