@@ -152,13 +152,21 @@ def attention_logits(q: Tensor, k: Tensor, scale: Optional[float] = None,
 
 
 def attention_keep(batch: int, len_q: int, len_k: int, key_padding_mask: Optional[Tensor] = None,
-                   causal: bool = False, device=None) -> Tensor:
-    """(B, 1, Lq, Lk) bool: which keys each query may attend."""
+                   causal: bool = False, device=None, window_left: int = -1,
+                   window_right: int = -1) -> Tensor:
+    """(B, 1, Lq, Lk) bool: which keys each query may attend. Causal and the window measure the
+    key's offset j - (i + Lk - Lq) from the query's diagonal: <= 0 (causal), >= -window_left,
+    <= window_right (-1: no limit)."""
     keep = torch.ones(batch, 1, len_q, len_k, dtype=torch.bool, device=device)
+    i = torch.arange(len_q, device=device)[:, None]
+    j = torch.arange(len_k, device=device)[None, :]
+    offset = j - (i + len_k - len_q)
     if causal:
-        i = torch.arange(len_q, device=device)[:, None]
-        j = torch.arange(len_k, device=device)[None, :]
-        keep = keep & (j <= i + len_k - len_q)
+        keep = keep & (offset <= 0)
+    if window_left >= 0:
+        keep = keep & (offset >= -window_left)
+    if window_right >= 0:
+        keep = keep & (offset <= window_right)
     if key_padding_mask is not None:
         keep = keep & key_padding_mask[:, None, None, :]
     return keep
@@ -216,15 +224,15 @@ def dropout(x: Tensor, p: float, rng: Tensor) -> Tensor:
 
 def attention(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor] = None,
               causal: bool = False, dropout_mask: Optional[Tensor] = None, dropout_p: float = 0.0,
-              **score) -> Tuple[Tensor, Tensor]:
+              window_left: int = -1, window_right: int = -1, **score) -> Tuple[Tensor, Tensor]:
     """softmax(logits, masked) @ v and the log-sum-exp per query, materialized.
 
-    dropout_mask (B, Hq, Lq, Lk) bool, True = kept, scaled by 1 / (1 - dropout_p). Queries that
-    see no key give zeros and lse = -inf."""
+    dropout_mask (B, Hq, Lq, Lk) bool, True = kept, scaled by 1 / (1 - dropout_p). The window
+    and causal as in attention_keep. Queries that see no key give zeros and lse = -inf."""
     B, Hq, Lq, _ = q.shape
     Lk = k.shape[2]
     logits = attention_logits(q, k, **score)
-    keep = attention_keep(B, Lq, Lk, key_padding_mask, causal, q.device)
+    keep = attention_keep(B, Lq, Lk, key_padding_mask, causal, q.device, window_left, window_right)
     p = _masked_softmax(logits, keep)
     lse = torch.logsumexp(logits.masked_fill(~keep, float("-inf")), dim=-1)
     if dropout_mask is not None:

@@ -14,8 +14,13 @@
 // Lk - Lq (the queries are the last Lq positions of the keys' span: self-attention and
 // Transformer-XL memory) and rel_zero to L_rel - 1 (R's last row is distance 0, rows before it
 // look back, as Transformer-XL lays R out).
+// Visibility (key_band.h): causal and the sliding window (window_left, window_right; -1 =
+// unbounded) keep key j for query i iff -window_left <= j - (i + Lk - Lq) <= window_right (<= 0
+// when causal), the bottom-right-aligned window of FlashAttention.
 #pragma once
 #include <ATen/ATen.h>
+
+#include "attention/key_band.h"
 
 #include <optional>
 #include <type_traits>
@@ -47,7 +52,9 @@ using OptTensor = std::optional<at::Tensor>;
   X(const OptTensor&, content_bias, "Tensor? content_bias=None")            \
   X(const OptTensor&, position_bias, "Tensor? position_bias=None")          \
   X(std::optional<int64_t>, rel_zero, "SymInt? rel_zero=None")              \
-  X(std::optional<int64_t>, query_offset, "SymInt? query_offset=None")
+  X(std::optional<int64_t>, query_offset, "SymInt? query_offset=None")  \
+  X(int64_t, window_left, "int window_left=-1")                             \
+  X(int64_t, window_right, "int window_right=-1")
 
 // The options that carry a gradient, in attention_backward's output order (after q, k, v).
 #define SEQOPS_ATTENTION_SCORE_GRADS(X) \
@@ -67,7 +74,7 @@ const char* score_policy_name(ScorePolicy p);
 
 struct AttentionArgs {
   int64_t batch, heads_q, heads_k, len_q, len_k, dim, dim_v;
-  bool causal;
+  KeyBand band;  // the keys each query sees (causal, window)
   double scale;
   double dropout_p;
   uint64_t dropout_seed, dropout_offset;  // from dropout_rng; used when dropout_p > 0
@@ -77,7 +84,7 @@ struct AttentionArgs {
   bool t5_bidirectional;
   int64_t t5_num_buckets, t5_max_distance;
   int64_t rel_len, rel_zero;  // relative keys: R rows and the row of r = 0
-  // Causal visibility: query i sees key j <= i + causal_shift (causal_shift = Lk - Lq).
+  // The causal diagonal: query i's own position among the keys is i + causal_shift.
   int64_t causal_shift() const { return len_k - len_q; }
   // Relative positions any (query, key) pair can have: [r_min, r_max].
   int64_t r_min() const { return -(len_q - 1) - query_offset; }

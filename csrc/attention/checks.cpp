@@ -102,7 +102,17 @@ AttentionArgs check_attention(const at::Tensor& q, const at::Tensor& k, const at
     check_same_device(m, "key_padding_mask", q, "q");
   }
 
-  a.causal = causal;
+  for (const auto& [w, name] : {std::pair{s.window_left, "window_left"}, std::pair{s.window_right, "window_right"}})
+    TORCH_CHECK(w >= -1, name, " must be >= 0, or -1 for no limit, got ", w);
+  const int64_t shift = a.causal_shift();
+  a.band.len_q = a.len_q;
+  a.band.len_k = a.len_k;
+  // A window wider than Lq + Lk is no limit (and cannot overflow the offsets).
+  const int64_t span = a.len_q + a.len_k;
+  const auto reach = [span](int64_t w) { return w < 0 || w > span ? span : w; };
+  a.band.lo = shift - reach(s.window_left);
+  a.band.hi = shift + reach(s.window_right);
+  if (causal && a.band.hi > shift) a.band.hi = shift;
   a.scale = s.scale.value_or(1.0 / std::sqrt(static_cast<double>(a.dim)));
   TORCH_CHECK(std::isfinite(a.scale), "scale must be finite, got ", a.scale);
   check_dropout_p(dropout_p, "dropout_p");
@@ -172,12 +182,10 @@ AttentionArgs check_attention(const at::Tensor& q, const at::Tensor& k, const at
       if (s.position_bias)
         check_score_tensor(*s.position_bias, "position_bias", q, {a.heads_q, a.dim});
       a.rel_zero = rel_zero.value_or(a.rel_len - 1);
-      // Every visible pair needs a row of R: r ranges over [r_min, r_max], or up to
-      // causal_shift - query_offset under the causal mask.
+      // Every visible pair needs a row of R: r ranges over [r_min, r_max], capped above at
+      // band.hi - query_offset by the causal mask / the window's right edge.
       const int64_t lo = a.r_min() + a.rel_zero;
-      const int64_t hi =
-          (causal ? std::min(a.r_max(), a.causal_shift() - a.query_offset) : a.r_max()) +
-          a.rel_zero;
+      const int64_t hi = std::min(a.r_max(), a.band.hi - a.query_offset) + a.rel_zero;
       TORCH_CHECK(lo >= 0 && hi < a.rel_len, "rel_keys has ", a.rel_len,
                   " rows but this call reads rows ", lo, "..", hi, " (r = j - (i + query_offset) in [",
                   a.r_min(), ", ", hi - a.rel_zero, "], rel_zero = ", a.rel_zero,

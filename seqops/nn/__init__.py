@@ -8,6 +8,7 @@ from .compressive import (AttentionReconstructionLoss, CompressiveFeedForward, C
                           MeanCompression, PoolCompression, ReconstructionInputs,
                           RelativeMultiHeadAttention, from_labml_state_dict, load_labml_state_dict)
 from .dropout import Dropout
+from .kv_cache import KVCache
 from .linformer import (FeedForward, LinearAttentionHead, Linformer, LinformerEncDec, LinformerLM,
                         MHAttention, Padder, SequenceProjection, Visualizer, get_EF,
                         load_linformer_pytorch)
@@ -17,7 +18,7 @@ from .positional import (EnformerPositionalEmbedding, LearnedPositionalEmbedding
                          SinusoidalPositionalEmbedding, T5PositionalEmbedding,
                          TransformerXLPositionalEmbedding, UnifiedPositionalEmbedding)
 
-__all__ = ["CVTSeqPool", "Dropout", "EnformerPositionalEmbedding", "LAMA", "LAMAEncoder", "LAMAPooler",
+__all__ = ["CVTSeqPool", "Dropout", "EnformerPositionalEmbedding", "KVCache", "LAMA", "LAMAEncoder", "LAMAPooler",
            "LearnedPositionalEmbedding", "MeanSeqPool", "MultiheadAttention", "PositionalEmbedding",
            "SeqPool", "SinusoidalPositionalEmbedding", "T5PositionalEmbedding",
            "TransformerXLPositionalEmbedding", "UnifiedPositionalEmbedding",

@@ -1,11 +1,12 @@
 """MultiheadAttention with a pluggable positional scheme, on the fused seqops.ops.attention."""
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import ops
+from .kv_cache import KVCache
 from .positional.base import PositionalEmbedding
 
 
@@ -21,18 +22,31 @@ class MultiheadAttention(nn.Module):
     as in the original two-API design, and make the attention plain.
 
     forward(query, key=None, value=None, key_padding_mask=None, causal=False, positions_q=None,
-    positions_k=None):
+    positions_k=None, cache=None, cache_layer=0):
         query (B, Lq, E), key/value (B, Lk, E) (key and value default to query: self-attention;
         (L, B, E) when batch_first=False); key_padding_mask bool (B, Lk), **True = may attend**
         (the opposite of torch.nn.MultiheadAttention's convention); causal: query i sees keys
         j <= i + Lk - Lq; positions (B, L) or (L,) go to the positional scheme.
         Returns (B, Lq, E) (or (Lq, B, E)). Queries that see no key get the output projection of
         a zero vector (its bias). Attention dropout ``dropout`` applies in training mode.
+
+    Incremental decoding: with ``cache`` (a :class:`seqops.nn.KVCache`) the projected keys and
+    values of this call are appended to the cache's layer ``cache_layer`` and the queries attend
+    over every cached key, as the last Lq positions (the positional schemes get that offset, and
+    causal is j <= i + Lk - Lq), so feeding a sequence token by token (no_grad) gives the same
+    outputs as one causal call on the whole of it. key_padding_mask then covers all cached keys
+    (B, Lk). Absolute schemes add positions to the inputs: pass them the tokens' positions.
+    Enformer's features scale with the sequence length, so there each step equals the causal
+    call on the prefix decoded so far, not on the final sequence.
+
+    ``window=(left, right)`` makes it sliding-window (local) attention: query i sees key j only
+    when -left <= j - (i + Lk - Lq) <= right (-1: no limit on that side; with causal, right is
+    0), in every positional scheme; the kernels skip the key tiles outside the window.
     """
 
     def __init__(self, embed_dim: int, num_heads: int, positional: Optional[PositionalEmbedding] = None,
                  dropout: float = 0.0, bias: bool = True, batch_first: bool = True,
-                 device=None, dtype=None) -> None:
+                 window: Optional[Tuple[int, int]] = None, device=None, dtype=None) -> None:
         super().__init__()
         if embed_dim < 1 or num_heads < 1 or embed_dim % num_heads != 0:
             raise ValueError(f"embed_dim ({embed_dim}) must be a positive multiple of num_heads "
@@ -42,6 +56,8 @@ class MultiheadAttention(nn.Module):
         self.head_dim = embed_dim // num_heads
         self.dropout = dropout
         self.batch_first = batch_first
+        ops.window_bounds(window)  # checked here, where a bad window is written
+        self.window = window
         if positional is not None:
             heads = getattr(positional, "num_heads", None)
             head_dim = getattr(positional, "head_dim", None)
@@ -69,7 +85,8 @@ class MultiheadAttention(nn.Module):
 
     def forward(self, query: Tensor, key: Optional[Tensor] = None, value: Optional[Tensor] = None,
                 key_padding_mask: Optional[Tensor] = None, causal: bool = False,
-                positions_q: Optional[Tensor] = None, positions_k: Optional[Tensor] = None) -> Tensor:
+                positions_q: Optional[Tensor] = None, positions_k: Optional[Tensor] = None,
+                cache: Optional[KVCache] = None, cache_layer: int = 0) -> Tensor:
         if key is None:
             key = query
         if value is None:
@@ -88,11 +105,17 @@ class MultiheadAttention(nn.Module):
         q = self._heads(F.linear(query, w[:e], bq))
         k = self._heads(F.linear(key, w[e:2 * e], bk))
         v = self._heads(F.linear(value, w[2 * e:], bv))
+        query_start: Optional[int] = None
+        if cache is not None:
+            k, v = cache.update(cache_layer, k, v)
+            query_start = k.shape[2] - q.shape[2]
         dropout_p = self.dropout if self.training else 0.0
         if self.positional is None:
-            out = ops.attention(q, k, v, key_padding_mask, causal, None, dropout_p)
+            window_left, window_right = ops.window_bounds(self.window)
+            out = ops.attention(q, k, v, key_padding_mask, causal, None, dropout_p,
+                                window_left=window_left, window_right=window_right)
         else:
             out = self.positional.attend(q, k, v, key_padding_mask, causal, None, dropout_p,
-                                         positions_q, positions_k)
+                                         positions_q, positions_k, self.window, query_start)
         out = self.out_proj(out.transpose(1, 2).flatten(2))
         return out if self.batch_first else out.transpose(0, 1)

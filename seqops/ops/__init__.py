@@ -14,7 +14,7 @@ import torch
 
 from .pooling import lama_pool, masked_pool, seq_pool  # noqa: F401
 from .dropout import dropout, dropout_rng  # noqa: F401
-from .attention import attention, attention_with_lse  # noqa: F401
+from .attention import attention, attention_with_lse, window_bounds  # noqa: F401
 from .compress import compress  # noqa: F401
 
 # Ops of csrc/registration.cpp that report facts about the build rather than compute on tensors.
@@ -40,4 +40,4 @@ def registered_devices(op: str) -> List[str]:
 
 
 __all__ = ["OP_NAMES", "attention", "attention_with_lse", "compress", "dropout", "dropout_rng",
-           "lama_pool", "masked_pool", "registered_devices", "seq_pool"]
+           "lama_pool", "masked_pool", "registered_devices", "seq_pool", "window_bounds"]

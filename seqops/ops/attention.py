@@ -51,6 +51,16 @@ def _bind(args, kwargs) -> Dict[str, Any]:
     return values
 
 
+def window_bounds(window: Optional[Tuple[int, int]]) -> Tuple[int, int]:
+    """The op's (window_left, window_right) of a module's ``window=(left, right)`` (None: no
+    window; -1 on a side: no limit there)."""
+    if window is None:
+        return -1, -1
+    if len(window) != 2 or window[0] < -1 or window[1] < -1:
+        raise ValueError(f"window must be (left, right) with each >= 0, or -1 for no limit, got {window}")
+    return window[0], window[1]
+
+
 def attention_with_lse(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor] = None,
                        causal: bool = False, scale: Optional[float] = None, dropout_p: float = 0.0,
                        bias: Optional[Tensor] = None, t5_table: Optional[Tensor] = None,
@@ -58,7 +68,8 @@ def attention_with_lse(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Option
                        alibi_slopes: Optional[Tensor] = None, rel_keys: Optional[Tensor] = None,
                        rel_scores: Optional[Tensor] = None, content_bias: Optional[Tensor] = None,
                        position_bias: Optional[Tensor] = None, rel_zero: Optional[int] = None,
-                       query_offset: Optional[int] = None) -> Tuple[Tensor, Tensor]:
+                       query_offset: Optional[int] = None, window_left: int = -1,
+                       window_right: int = -1) -> Tuple[Tensor, Tensor]:
     """Fused attention ``softmax(scale * q k^T + term) v`` that never builds the (Lq, Lk) logits.
 
     Args:
@@ -77,6 +88,10 @@ def attention_with_lse(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Option
         rel_keys: R (L_rel, Hq, d), with optional rel_scores S (L_rel, Hq), content_bias u and
             position_bias v (Hq, d): the logit is scale * ((q_i + u).k_j + (q_i + v).R[n]
             + S[n]) with n = r + rel_zero (rel_zero defaults to L_rel - 1).
+        window_left, window_right: sliding-window (local) attention: query i sees key j only
+            when -window_left <= j - (i + Lk - Lq) <= window_right (-1: no limit on that side;
+            causal caps the right side at 0). Key tiles outside every query's window are skipped,
+            so the cost grows as Lq * (window_left + window_right + 1), not Lq * Lk.
     Returns:
         out (B, Hq, Lq, dv) and lse (B, Hq, Lq), the log-sum-exp of each query's visible logits
         (float32, float64 for float64 inputs; -inf and a zero output row when nothing is visible).
@@ -88,7 +103,8 @@ def attention_with_lse(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Option
                           t5_bidirectional=t5_bidirectional, t5_max_distance=t5_max_distance,
                           alibi_slopes=alibi_slopes, rel_keys=rel_keys, rel_scores=rel_scores,
                           content_bias=content_bias, position_bias=position_bias,
-                          rel_zero=rel_zero, query_offset=query_offset)
+                          rel_zero=rel_zero, query_offset=query_offset,
+                          window_left=window_left, window_right=window_right)
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor] = None,
@@ -98,14 +114,16 @@ def attention(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor
               alibi_slopes: Optional[Tensor] = None, rel_keys: Optional[Tensor] = None,
               rel_scores: Optional[Tensor] = None, content_bias: Optional[Tensor] = None,
               position_bias: Optional[Tensor] = None, rel_zero: Optional[int] = None,
-              query_offset: Optional[int] = None) -> Tensor:
+              query_offset: Optional[int] = None, window_left: int = -1,
+              window_right: int = -1) -> Tensor:
     """:func:`attention_with_lse` without the log-sum-exp: returns (B, Hq, Lq, dv)."""
     return attention_with_lse(q, k, v, key_padding_mask=key_padding_mask, causal=causal,
                               scale=scale, dropout_p=dropout_p, bias=bias, t5_table=t5_table,
                               t5_bidirectional=t5_bidirectional, t5_max_distance=t5_max_distance,
                               alibi_slopes=alibi_slopes, rel_keys=rel_keys, rel_scores=rel_scores,
                               content_bias=content_bias, position_bias=position_bias,
-                              rel_zero=rel_zero, query_offset=query_offset)[0]
+                              rel_zero=rel_zero, query_offset=query_offset,
+                              window_left=window_left, window_right=window_right)[0]
 
 
 # ----------------------------------------------------------------------------- fake kernels

@@ -9,6 +9,7 @@ import pytest
 import torch
 from support.grad_check import assert_gradients_match
 from support import DEVICES, LOW_PRECISION_CASES, check_low_precision, random_mask
+from support.positional_cases import DH, H, ORIGINAL_KWARGS, RELATIVE, make
 
 import seqops
 
@@ -17,32 +18,7 @@ from seqops.nn import (EnformerPositionalEmbedding, LearnedPositionalEmbedding, 
                        TransformerXLPositionalEmbedding, UnifiedPositionalEmbedding)
 from seqops.nn.positional import PositionalEmbedding
 
-H, DH = 2, 8
 F64 = torch.float64
-
-# The originals' constructor keyword arguments (seeds-api §3).
-ORIGINAL_KWARGS = {
-    "sinusoidal": (SinusoidalPositionalEmbedding, dict(embed_dim=16, max_length=64, padding_idx=0)),
-    "learned": (LearnedPositionalEmbedding, dict(max_length=64, embed_dim=16, padding_idx=0)),
-    "txl": (TransformerXLPositionalEmbedding, dict(embed_dim=12, num_heads=H, head_dim=DH, dropout_p=0.0)),
-    "t5": (T5PositionalEmbedding, dict(num_heads=H, num_buckets=8, max_distance=20)),
-    "tupe": (UnifiedPositionalEmbedding, dict(num_heads=H, head_dim=DH, max_length=128, dropout_p=0.0,
-                                              has_cls_token=False, rel_pos_embed=True, num_buckets=8,
-                                              max_distance=20, pos_scale_factor=1)),
-    "enformer": (EnformerPositionalEmbedding, dict(num_heads=H, head_dim=DH, dropout_p=0.0)),
-}
-RELATIVE = ["txl", "t5", "tupe", "enformer"]
-
-
-def make(kind: str, dtype=torch.float32) -> PositionalEmbedding:
-    """A module with every parameter random (the originals zero-initialize some)."""
-    cls, kwargs = ORIGINAL_KWARGS[kind]
-    m = cls(**kwargs).to(dtype)
-    with torch.no_grad():
-        for name, p in m.named_parameters():
-            if name in ("content_bias", "pos_embed_bias", "r_w_bias", "r_r_bias"):
-                p.normal_(0, 0.5)
-    return m.eval()
 
 
 def rand(*shape, dtype=F64):
@@ -175,12 +151,19 @@ def expected_logits(kind, m, q, k, positions_q=None, positions_k=None):
     return {"txl": txl_logits, "t5": t5_logits, "tupe": tupe_logits, "enformer": enformer_logits}[kind](m, q, k, pq, pk)
 
 
-def softmax_attention(logits, v, mask=None, causal=False):
-    """Masked softmax(logits) @ v; queries that see no key give zeros."""
+def softmax_attention(logits, v, mask=None, causal=False, window=None):
+    """Masked softmax(logits) @ v; queries that see no key give zeros. window (left, right): keys
+    at offsets -left .. right from the query's diagonal (-1: no limit)."""
     B, _, Lq, Lk = logits.shape
     keep = torch.ones(B, 1, Lq, Lk, dtype=torch.bool, device=logits.device)
     if causal:
         keep &= torch.ones(Lq, Lk, dtype=torch.bool, device=logits.device).tril(Lk - Lq)
+    if window is not None:
+        ones = torch.ones(Lq, Lk, dtype=torch.bool, device=logits.device)
+        if window[0] >= 0:
+            keep &= ones.triu(Lk - Lq - window[0])
+        if window[1] >= 0:
+            keep &= ones.tril(Lk - Lq + window[1])
     if mask is not None:
         keep &= mask[:, None, None, :]
     p = torch.softmax(logits.masked_fill(~keep, float("-inf")), -1).nan_to_num(0.0)
@@ -433,6 +416,28 @@ def test_attend_equals_softmax_of_forward_attn(kind, lq, lk, masked, causal, dty
         assert torch.all(out[1] == 0)
 
 
+@pytest.mark.parametrize("kind", list(ORIGINAL_KWARGS))
+@pytest.mark.parametrize("window", [(0, 0), (3, 2), (-1, 4), (6, -1)])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("positions", [None, "arbitrary"])
+@pytest.mark.parametrize("device", DEVICES)
+def test_attend_with_window(kind, window, causal, positions, device):
+    """attend(window=...) on the fused path and (arbitrary positions) the dense fallback equals
+    the windowed softmax of forward_attn."""
+    m = make(kind, F64)
+    B, lq, lk = 2, 12, 17
+    q, k, v = rand(B, H, lq, DH), rand(B, H, lk, DH), rand(B, H, lk, 3)
+    pq = pk = None
+    if positions == "arbitrary":
+        pq, pk = torch.randperm(40)[:lq], torch.randperm(40)[:lk]
+    mask = random_mask(B, lk, "cpu")
+    expected = softmax_attention(DH ** -0.5 * m.forward_attn(q, k, pq, pk), v, mask, causal, window)
+    m = m.to(device)
+    dev = lambda t: None if t is None else t.to(device)  # noqa: E731
+    out = m.attend(dev(q), dev(k), dev(v), dev(mask), causal, None, 0.0, dev(pq), dev(pk), window=window)
+    torch.testing.assert_close(out.cpu(), expected, rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("kind", RELATIVE)
 @pytest.mark.parametrize("device,dtype", LOW_PRECISION_CASES)
 def test_attend_low_precision(kind, device, dtype):
@@ -536,10 +541,10 @@ def test_mha_loads_torch_state_dict_and_matches_plain_attention():
 
 
 @pytest.mark.parametrize("kind", [None] + list(ORIGINAL_KWARGS))
-@pytest.mark.parametrize("batch_first", [True, False])
-def test_mha_with_each_positional(kind, batch_first):
+@pytest.mark.parametrize("batch_first,window", [(True, None), (False, None), (True, (2, 1))])
+def test_mha_with_each_positional(kind, batch_first, window):
     pos = make(kind, F64) if kind is not None else None
-    m = MultiheadAttention(E, H, positional=pos, batch_first=batch_first).double().eval()
+    m = MultiheadAttention(E, H, positional=pos, batch_first=batch_first, window=window).double().eval()
     B, Lq, Lk = 2, 5, 8
     x, mem = rand(B, Lq, E).requires_grad_(), rand(B, Lk, E).requires_grad_()
     mask = random_mask(B, Lk, "cpu")
@@ -550,7 +555,7 @@ def test_mha_with_each_positional(kind, batch_first):
     heads = lambda t: t.view(B, -1, H, DH).transpose(1, 2)  # noqa: E731
     q, k, v = heads(x @ w[:E].t() + b[:E]), heads(mem @ w[E:2 * E].t() + b[E:2 * E]), heads(mem @ w[2 * E:].t() + b[2 * E:])
     logits = q @ k.transpose(-1, -2) if pos is None else pos.forward_attn(q, k)
-    attn = softmax_attention(DH ** -0.5 * logits, v, mask, causal=True)
+    attn = softmax_attention(DH ** -0.5 * logits, v, mask, causal=True, window=window)
     expected = m.out_proj(attn.transpose(1, 2).reshape(B, Lq, E))
     torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
     # x, the memory, the projections and every parameter of the positional scheme (absolute
@@ -567,8 +572,9 @@ def test_mha_checks_positional_heads():
 
 
 @pytest.mark.parametrize("kind", [None] + list(ORIGINAL_KWARGS))
-def test_mha_torchscript(kind):
-    m = MultiheadAttention(E, H, positional=make(kind) if kind else None).eval()
+@pytest.mark.parametrize("window", [None, (3, 0)])
+def test_mha_torchscript(kind, window):
+    m = MultiheadAttention(E, H, positional=make(kind) if kind else None, window=window).eval()
     scripted = torch.jit.script(m)
     x = torch.randn(2, 7, 16)
     mask = random_mask(2, 7, "cpu")

@@ -3,93 +3,13 @@ import pytest
 import torch
 
 from seqops import reference as ref
-from seqops.ops import attention, attention_with_lse, dropout_rng
+from seqops.ops import attention, attention_with_lse
 
 from support import emulator
+from support.attention_cases import (POLICIES, check_against_reference, make_qkv, philox_keep_of,
+                                     score_args)
 from support import (DEVICES, LOW_PRECISION_CASES, NATIVE_DEVICES, check_low_precision, kernel_device, low_precision,
                      noncontiguous, random_mask)
-
-POLICIES = ["none", "bias", "bias_broadcast", "t5", "t5_causal_table", "alibi", "rel_keys", "rel_keys_partial"]
-
-
-def score_args(policy, Hq, Lq, Lk, d, B=2, dtype=torch.float64, device="cpu"):
-    """Random parameters of one score policy (kwargs of attention)."""
-    r = lambda *s: torch.randn(*s, dtype=dtype, device=device)  # noqa: E731
-    if policy == "none":
-        return {}
-    if policy == "bias":
-        return {"bias": r(B, Hq, Lq, Lk)}
-    if policy == "bias_broadcast":
-        return {"bias": r(Hq, 1, Lk)}
-    if policy == "t5":
-        return {"t5_table": r(Hq, 32), "t5_max_distance": 20}
-    if policy == "t5_causal_table":
-        return {"t5_table": r(Hq, 16), "t5_bidirectional": False, "t5_max_distance": 64}
-    if policy == "alibi":
-        return {"alibi_slopes": torch.rand(Hq, dtype=dtype, device=device)}
-    L_rel = Lq + Lk - 1  # covers every pair, causal or not
-    if policy == "rel_keys":
-        return {"rel_keys": r(L_rel, Hq, d), "rel_scores": r(L_rel, Hq), "content_bias": r(Hq, d),
-                "position_bias": r(Hq, d), "rel_zero": Lq - 1 + (Lk - Lq)}
-    if policy == "rel_keys_partial":
-        return {"rel_keys": r(L_rel, Hq, d), "rel_zero": Lq - 1 + (Lk - Lq)}
-    raise ValueError(policy)
-
-
-def make_qkv(B, Hq, Hk, Lq, Lk, d, dv, dtype=torch.float64, device="cpu"):
-    return (torch.randn(B, Hq, Lq, d, dtype=dtype, device=device),
-            torch.randn(B, Hk, Lk, d, dtype=dtype, device=device),
-            torch.randn(B, Hk, Lk, dv, dtype=dtype, device=device))
-
-
-# The 2x rule's floor for float32, in units of eps32 x max(1, |exact|): the kernel's errors exceed
-# twice the float32 eager reference's by at most 5.4 of them on the shapes below (the gradients
-# of score parameters, sums over every (query, key) pair, are where they do).
-FLOAT32_FLOOR_EPS = 16
-
-
-def assert_close_to_exact(name, got, exact, eager, atol, rtol):
-    """got vs the float64 exact value: within atol / rtol when atol is given, else (float32) by the
-    2x rule: error <= 2 x the float32 eager reference's error + FLOAT32_FLOOR_EPS ulps of the
-    magnitude."""
-    if atol is not None:
-        torch.testing.assert_close(got.double(), exact, atol=atol, rtol=rtol, msg=lambda m: f"{name}: {m}")
-        return
-    floor = FLOAT32_FLOOR_EPS * torch.finfo(torch.float32).eps * max(1.0, exact.abs().max().item())
-    k_err = (got.double() - exact).abs().max().item()
-    e_err = (eager.double() - exact).abs().max().item()
-    assert k_err <= 2 * e_err + floor, \
-        f"{name}: kernel error {k_err:.3e} > 2 x float32 eager error {e_err:.3e} + floor {floor:.2e}"
-
-
-def check_against_reference(q, k, v, mask, causal, score, atol=None, rtol=0.0):
-    """Outputs, lse and every gradient (q, k, v, score tensors) vs the float64 reference: within
-    atol / rtol, or (atol None, float32 inputs) by the 2x rule against the reference run in
-    float32."""
-    names = ["q", "k", "v"] + [n for n, t in score.items() if isinstance(t, torch.Tensor)]
-    inputs = [q, k, v] + [score[n] for n in names[3:]]
-    assert atol is not None or q.dtype == torch.float32, "the 2x rule is for float32 inputs"
-    leaves = [t.detach().clone().requires_grad_(True) for t in inputs]
-    exact = [t.detach().double().requires_grad_(True) for t in inputs]
-    eager = [t.detach().clone().requires_grad_(True) for t in inputs]
-    kw = lambda ts: {**score, **dict(zip(names[3:], ts[3:]))}  # noqa: E731
-    out, lse = attention_with_lse(*leaves[:3], mask, causal, **kw(leaves))
-    ref_out, ref_lse = ref.attention(*exact[:3], mask, causal, **kw(exact))
-    eager_out, eager_lse = ref.attention(*eager[:3], mask, causal, **kw(eager)) if atol is None else (None, None)
-    assert_close_to_exact("out", out, ref_out, eager_out, atol, rtol)
-    finite = ref_lse.isfinite()
-    assert torch.equal(lse.isfinite(), finite)
-    assert torch.equal(lse[~finite].double(), ref_lse[~finite]), "lse must be -inf where nothing is visible"
-    assert_close_to_exact("lse", lse[finite], ref_lse[finite], None if atol is not None else eager_lse[finite],
-                          atol, rtol)
-    grad = torch.randn_like(ref_out)
-    got = torch.autograd.grad(out, leaves, grad.to(out.dtype))
-    want = torch.autograd.grad(ref_out, exact, grad)
-    eager_grads = torch.autograd.grad(eager_out, eager, grad.to(eager_out.dtype)) if atol is None else want
-    for name, g, w, e in zip(names, got, want, eager_grads):
-        assert g.shape == w.shape and g.dtype == leaves[names.index(name)].dtype, name
-        assert_close_to_exact(f"grad of {name}", g, w, e, None if atol is None else atol * max(1.0, w.abs().max().item()),
-                              rtol)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -144,6 +64,39 @@ def test_noncontiguous_inputs(device):
     check_against_reference(noncontiguous(q), noncontiguous(k), noncontiguous(v), None, True, score, atol=1e-10)
     bias = torch.randn(B, Hq, Lk, Lq, dtype=torch.float64, device=device).transpose(-1, -2)
     check_against_reference(noncontiguous(q), k, v, None, False, {"bias": bias}, atol=1e-10)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layout", ["cache_prefix", "sequence_major", "broadcast_heads"])
+def test_strided_keys_and_values(device, layout):
+    """Keys and values with unit-stride columns but other strides (the CPU kernel reads them in
+    place): a KV cache's filled prefix, (B, L, H, d) projections transposed, one head expanded
+    over the heads. Outputs, lse and the gradients (through the views, to the tensors they view)
+    equal those of contiguous copies to rounding."""
+    B, H, Lq, Lk, d = 2, 4, 9, 37, 16
+    q, k, v = make_qkv(B, H, H, Lq, Lk, d, d, device=device)
+    if layout == "cache_prefix":
+        base_k, base_v = torch.randn(B, H, 2 * Lk, d, dtype=k.dtype), torch.randn(B, H, 2 * Lk, d, dtype=k.dtype)
+        view = lambda t: t[:, :, :Lk]  # noqa: E731
+    elif layout == "sequence_major":
+        base_k, base_v = k.transpose(1, 2).contiguous(), v.transpose(1, 2).contiguous()
+        view = lambda t: t.transpose(1, 2)  # noqa: E731
+    else:
+        base_k, base_v = k[:, :1].clone(), v[:, :1].clone()
+        view = lambda t: t.expand(B, H, Lk, d)  # noqa: E731
+    score = {"t5_table": torch.randn(H, 32, dtype=torch.float64, device=device), "t5_max_distance": 20}
+    mask = random_mask(B, Lk, device)
+    runs = []
+    for copy in (False, True):
+        leaves = [t.detach().clone().to(device).requires_grad_(True) for t in (q, base_k, base_v)]
+        kk, vv = view(leaves[1]), view(leaves[2])
+        assert kk.stride(3) == 1 and not kk.is_contiguous()
+        if copy:
+            kk, vv = kk.contiguous(), vv.contiguous()
+        out, lse = attention_with_lse(leaves[0], kk, vv, mask, True, **score)
+        runs.append([out, lse, *torch.autograd.grad(out, leaves, torch.ones_like(out))])
+    for name, a, b in zip(["out", "lse", "dq", "dk", "dv"], *runs):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=lambda m: f"{name}: {m}")
 
 
 @pytest.mark.parametrize("device,dtype", LOW_PRECISION_CASES)
@@ -364,7 +317,8 @@ def test_queries_with_no_visible_key(device, policy):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("policy", ["none", "bias", "t5", "alibi", "rel_keys"])
-def test_gradcheck(device, policy):
+@pytest.mark.parametrize("causal,window", [(True, (-1, -1)), (False, (2, 1))])  # plain causal; a sliding window
+def test_gradcheck(device, policy, causal, window):
     B, Hq, Hk, Lq, Lk, d = 1, 2, 1, 5, 7, 3
     q, k, v = make_qkv(B, Hq, Hk, Lq, Lk, d, 2, device=device)
     score = score_args(policy, Hq, Lq, Lk, d, B, device=device)
@@ -373,7 +327,8 @@ def test_gradcheck(device, policy):
     inputs = [t.requires_grad_(True) for t in (q, k, v, *(score[n] for n in names))]
 
     def fn(*ts):
-        return attention(*ts[:3], mask, True, **{**score, **dict(zip(names, ts[3:]))})
+        return attention(*ts[:3], mask, causal, window_left=window[0], window_right=window[1],
+                         **{**score, **dict(zip(names, ts[3:]))})
 
     assert torch.autograd.gradcheck(fn, inputs)
 
@@ -425,13 +380,6 @@ def dropout_mask_of(q, k, p, seed, causal=False):
     torch.manual_seed(seed)
     dropped = attention(q, k, eye, None, causal, None, p)
     return dropped != 0
-
-
-def philox_keep_of(seed, B, Hq, Lq, Lk, p, device):
-    """The keep-mask (B, Hq, Lq, Lk) the op must draw after torch.manual_seed(seed): the Python
-    Philox of seqops.reference on the (seed, offset) pair dropout_rng takes from the generator."""
-    torch.manual_seed(seed)
-    return ref.attention_dropout_keep(dropout_rng(), B * Hq, Lq, Lk, p).reshape(B, Hq, Lq, Lk).to(device)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -570,7 +518,8 @@ def test_every_option_of_the_schema_reaches_the_wrappers_and_the_reference():
     for fn in (attention, attention_with_lse):
         assert list(inspect.signature(fn).parameters)[3:] == python_side
     reference_side = (list(inspect.signature(ref.attention_logits).parameters)[2:]
-                      + ["key_padding_mask", "causal", "dropout_p"])
+                      + [n for n in inspect.signature(ref.attention).parameters
+                         if n not in ("q", "k", "v", "dropout_mask", "score")])
     assert sorted(reference_side) == sorted(python_side)
     assert {o.name for o in OPTIONS if o.grad} >= {"bias", "t5_table", "alibi_slopes", "rel_keys"}
 

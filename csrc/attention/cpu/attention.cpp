@@ -1,7 +1,7 @@
 // attention on CPU: a flash-style kernel, one template over the score policies of
 // attention_policies.h.
 //
-// Forward: tasks (batch, q head, block of queries) in parallel (tiles: tile_shape). For each
+// Forward: tasks (batch, q head, block of queries) in parallel (tiles: tiles_of). For each
 // block of keys: S = qs K^T (ATen GEMM), the policy's term, the masks, an online-softmax update
 // of the running max / sum and O += P V (GEMM). Nothing of size Lq x Lk is ever allocated.
 // Backward: tasks (batch, k head) so every gradient buffer has a single writer (deterministic,
@@ -25,21 +25,40 @@ using namespace attention;
 template <typename A>
 constexpr A kNegInf = -std::numeric_limits<A>::infinity();
 
-// The inputs in the compute type A, contiguous, plus the masks every policy shares.
+// The rows of a (B, H, L, width) operand read in place: only the columns must be unit-stride, so
+// views (a KV cache's filled prefix, a (B, L, H, d) projection transposed) need no copy.
+template <typename A>
+struct Rows {
+  at::Tensor t;  // keeps the storage alive
+  const A* data;
+  int64_t sb, sh, ld;  // batch, head and row strides
+  // Row 0 of (batch b, head h).
+  const A* at(int64_t b, int64_t h) const { return data + b * sb + h * sh; }
+};
+
+template <typename A>
+Rows<A> rows_of(const at::Tensor& x) {
+  at::Tensor t = x.to(c10::CppTypeToScalarType<A>::value);
+  // Unit-stride columns and rows that do not overlap: what the tile GEMMs take without a copy.
+  if ((t.stride(3) != 1 && t.size(3) > 1) || t.stride(2) < t.size(3)) t = t.contiguous();
+  return {t, t.data_ptr<A>(), t.stride(0), t.stride(1), t.stride(2)};
+}
+
+// The inputs in the compute type A (q contiguous, k and v as rows_of reads them), plus the
+// masks every policy shares.
 template <typename A>
 struct Operands {
-  at::Tensor q, k, v;
+  at::Tensor q;
+  Rows<A> k, v;
   at::Tensor key_keep;  // (B, Lk) bool, contiguous: True where a key may be attended; or undefined
   const A* q_data() const { return q.data_ptr<A>(); }
-  const A* k_data() const { return k.data_ptr<A>(); }
-  const A* v_data() const { return v.data_ptr<A>(); }
 };
 
 template <typename A>
 Operands<A> make_operands(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                           const AttentionOptions& s) {
   const auto dt = c10::CppTypeToScalarType<A>::value;
-  Operands<A> o{q.to(dt).contiguous(), k.to(dt).contiguous(), v.to(dt).contiguous(), {}};
+  Operands<A> o{q.to(dt).contiguous(), rows_of<A>(k), rows_of<A>(v), {}};
   if (s.key_padding_mask) o.key_keep = s.key_padding_mask->contiguous();
   return o;
 }
@@ -61,25 +80,20 @@ struct TileScorer {
   Policy& policy;
   const VectorPrimitives<A>& vp;
 
-  // Keys a query row may see inside the tile: [0, visible) (the causal limit); the rest of the
-  // row is set to -inf.
-  int64_t visible(const Tile<A>& t, int64_t i) const {
-    if (!a.causal) return t.cols;
-    const int64_t last = t.i0 + i + a.causal_shift();  // last visible key
-    return std::clamp<int64_t>(last - t.j0 + 1, 0, t.cols);
-  }
-
-  // Last key (exclusive) any query of block [i0, i0 + ni) may see.
-  int64_t key_end(int64_t i0, int64_t ni) const {
-    if (!a.causal) return a.len_k;
-    return std::clamp<int64_t>(i0 + ni + a.causal_shift(), 0, a.len_k);
+  // Keys a query row may see inside the tile: [first, end) (the causal limit and the window);
+  // the rest of the row is set to -inf.
+  std::pair<int64_t, int64_t> visible(const Tile<A>& t, int64_t i) const {
+    return {a.band.key_begin(t.i0 + i) - t.j0, a.band.key_end(t.i0 + i, 1) - t.j0};
   }
 
   // S = qs K^T + term, masked.
   void scores(typename Policy::Workspace& ws, int64_t b, int64_t h, const A* qs, const Tile<A>& t) {
     const int64_t hk = h / (a.heads_q / a.heads_k);
-    const A* K = ops.k_data() + ((b * a.heads_k + hk) * a.len_k + t.j0) * a.dim;
-    gemm(t.s, t.ld, qs, a.dim, false, K, a.dim, true, t.rows, t.cols, a.dim, false);
+    const A* K = ops.k.at(b, hk) + t.j0 * ops.k.ld;
+    if (t.rows <= kVectorRows)
+      vp.project_rows(K, ops.k.ld, consecutive_rows(), t.cols, qs, t.rows, a.dim, t.s, t.ld, nullptr);
+    else
+      gemm(t.s, t.ld, qs, a.dim, false, K, ops.k.ld, true, t.rows, t.cols, a.dim, false);
     policy.add_scores(ws, b, h, t);
     const bool* keep = ops.key_keep.defined() ? ops.key_keep.template data_ptr<bool>() + b * a.len_k + t.j0 : nullptr;
     for (int64_t i = 0; i < t.rows; ++i) {
@@ -87,15 +101,22 @@ struct TileScorer {
       // A select, not an add of -inf: a NaN or +inf score at a masked key must not leak into the row.
       if (keep)
         for (int64_t j = 0; j < t.cols; ++j) s[j] = keep[j] ? s[j] : kNegInf<A>;
-      std::fill(s + visible(t, i), s + t.cols, kNegInf<A>);
+      const auto [first, end] = visible(t, i);
+      std::fill(s, s + std::clamp<int64_t>(first, 0, t.cols), kNegInf<A>);
+      std::fill(s + std::clamp<int64_t>(end, 0, t.cols), s + t.cols, kNegInf<A>);
     }
   }
 };
 
+// The tiles of this call (forward, backward and the relative-keys workspace agree on them).
+TileShape tiles_of(const AttentionArgs& a) {
+  return tile_shape(a.len_q, a.len_k, a.band.hi - a.band.lo + 1);
+}
+
 template <typename A, typename Policy>
 void forward_kernel(const AttentionArgs& a, const Operands<A>& ops, Policy& policy, A* out, A* lse) {
   const auto& vp = vector_primitives<A>();
-  const auto [bq, bk] = tile_shape(a.len_q, a.len_k);
+  const auto [bq, bk] = tiles_of(a);
   const int64_t blocks_q = (a.len_q + bq - 1) / bq;
   const int64_t d = a.dim, dv = a.dim_v;
   at::parallel_for(0, a.batch * a.heads_q * blocks_q, 1, [&](int64_t begin, int64_t end) {
@@ -112,9 +133,10 @@ void forward_kernel(const AttentionArgs& a, const Operands<A>& ops, Policy& poli
       std::fill(m.begin(), m.end(), kNegInf<A>);
       std::fill(l.begin(), l.end(), A(0));
       std::fill(O.data.begin(), O.data.end(), A(0));
-      const A* V = ops.v_data() + (b * a.heads_k + hk) * a.len_k * dv;
-      for (int64_t j0 = 0, j_end = scorer.key_end(i0, ni); j0 < j_end; j0 += bk) {
-        const Tile<A> t{S.data.data(), S.ld, i0, ni, j0, std::min(bk, a.len_k - j0)};
+      const A* V = ops.v.at(b, hk);
+      // Only the key tiles the band of these queries reaches.
+      for (int64_t j0 = a.band.key_begin(i0), j_end = a.band.key_end(i0, ni); j0 < j_end; j0 += bk) {
+        const Tile<A> t{S.data.data(), S.ld, i0, ni, j0, std::min(bk, j_end - j0)};
         scorer.scores(ws, b, h, qs.data.data(), t);
         for (int64_t i = 0; i < ni; ++i) {
           A* s = t.row(i);
@@ -132,7 +154,11 @@ void forward_kernel(const AttentionArgs& a, const Operands<A>& ops, Policy& poli
             for (int64_t j = 0; j < t.cols; ++j) s[j] *= drop.data[j];
           }
         }
-        gemm(O.data.data(), dv, t.s, t.ld, false, V + j0 * dv, dv, false, ni, dv, t.cols, true);
+        if (ni <= kVectorRows)
+          vp.weighted_row_sum(O.data.data(), ni, t.s, t.ld, V + j0 * ops.v.ld, ops.v.ld, consecutive_rows(), t.cols,
+                              dv, nullptr);
+        else
+          gemm(O.data.data(), dv, t.s, t.ld, false, V + j0 * ops.v.ld, ops.v.ld, false, ni, dv, t.cols, true);
       }
       for (int64_t i = 0; i < ni; ++i) {
         A* o = out + (bh * a.len_q + i0 + i) * dv;
@@ -150,7 +176,7 @@ void backward_kernel(const AttentionArgs& a, const Operands<A>& ops, Policy& pol
   const auto& vp = vector_primitives<A>();
   const int64_t group = a.heads_q / a.heads_k;
   const int64_t d = a.dim, dv = a.dim_v;
-  const auto [bq, bk] = tile_shape(a.len_q, a.len_k);
+  const auto [bq, bk] = tiles_of(a);
   at::parallel_for(0, a.batch * a.heads_k, 1, [&](int64_t begin, int64_t end) {
     TileScorer<A, Policy> scorer{a, ops, policy, vp};
     typename Policy::Workspace ws(policy);
@@ -158,8 +184,8 @@ void backward_kernel(const AttentionArgs& a, const Operands<A>& ops, Policy& pol
     std::vector<A> D(bq);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / a.heads_k, hk = task % a.heads_k;
-      const A* K = ops.k_data() + task * a.len_k * d;
-      const A* V = ops.v_data() + task * a.len_k * dv;
+      const A* K = ops.k.at(b, hk);
+      const A* V = ops.v.at(b, hk);
       A* dK = dk + task * a.len_k * d;
       A* dV = dv_out + task * a.len_k * dv;
       for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
@@ -172,8 +198,8 @@ void backward_kernel(const AttentionArgs& a, const Operands<A>& ops, Policy& pol
           for (int64_t i = 0; i < ni; ++i)  // D_i = dO_i . O_i = sum_j P_ij dP_ij
             D[i] = vp.dot_acc(dO + i * dv, out + (row0 + i) * dv, dv);
           std::fill(dqc.data.begin(), dqc.data.end(), A(0));
-          for (int64_t j0 = 0, j_end = scorer.key_end(i0, ni); j0 < j_end; j0 += bk) {
-            const int64_t nj = std::min(bk, a.len_k - j0);
+          for (int64_t j0 = a.band.key_begin(i0), j_end = a.band.key_end(i0, ni); j0 < j_end; j0 += bk) {
+            const int64_t nj = std::min(bk, j_end - j0);
             const Tile<A> t{P.data.data(), P.ld, i0, ni, j0, nj};
             scorer.scores(ws, b, h, qs.data.data(), t);
             for (int64_t i = 0; i < ni; ++i) {
@@ -184,7 +210,7 @@ void backward_kernel(const AttentionArgs& a, const Operands<A>& ops, Policy& pol
             // With dropout, dV and dP see the dropped probabilities: each row's keep factors M
             // are drawn once, scale dP, then turn into P * M for dV (the P row itself stays
             // intact for the softmax backward).
-            gemm(dP.data.data(), dP.ld, dO, dv, false, V + j0 * dv, dv, true, ni, nj, dv, false);
+            gemm(dP.data.data(), dP.ld, dO, dv, false, V + j0 * ops.v.ld, ops.v.ld, true, ni, nj, dv, false);
             for (int64_t i = 0; i < ni; ++i) {
               A* g = dP.row(i);
               if (a.dropout_p > 0) {
@@ -201,7 +227,7 @@ void backward_kernel(const AttentionArgs& a, const Operands<A>& ops, Policy& pol
             gemm(dV + j0 * dv, dv, Pv, P.ld, true, dO, dv, false, nj, dv, ni, true);
             const Tile<A> dS{dP.data.data(), dP.ld, i0, ni, j0, nj};
             policy.grad_scores(ws, b, h, dS);
-            gemm(dqc.data.data(), d, dS.s, dS.ld, false, K + j0 * d, d, false, ni, d, nj, true);
+            gemm(dqc.data.data(), d, dS.s, dS.ld, false, K + j0 * ops.k.ld, ops.k.ld, false, ni, d, nj, true);
             gemm(dK + j0 * d, d, dS.s, dS.ld, true, qs.data.data(), d, false, nj, d, ni, true);
           }
           policy.finish_query_grad(ws, b, h, i0, ni, d, dqc.data.data(), dq + row0 * d);
@@ -258,7 +284,7 @@ DenseBias<A> make_dense_bias(const AttentionArgs& a, const at::Tensor& q, const 
   p.sb = e.stride(0); p.sh = e.stride(1); p.si = e.stride(2); p.sj = e.stride(3);
   p.bias_shape = bias.sizes();
   p.bias_dtype = bias.scalar_type();
-  // Zero-filled: causally skipped tiles are never written.
+  // Zero-filled: tiles outside the key band (causal, window) are never written.
   if (bias_grad) p.grad = at::zeros({a.batch, a.heads_q, a.len_q, a.len_k}, compute_options<A>(q));
   return p;
 }
@@ -271,7 +297,7 @@ RelativeKeys<A> make_relative_keys(const AttentionArgs& a, const at::Tensor& q,
   p.heads = a.heads_q;
   p.d = a.dim;
   p.rel_len = a.rel_len;
-  p.tiles = tile_shape(a.len_q, a.len_k);
+  p.tiles = tiles_of(a);
   p.n_shift = a.rel_zero - a.query_offset;
   p.R = s.rel_keys->to(opts).contiguous();
   p.R_dtype = s.rel_keys->scalar_type();
@@ -345,7 +371,9 @@ struct CpuAttention {
       const auto opts = compute_options<A>(q);
       const at::Tensor go = grad_out.to(opts).contiguous(), o = out.to(opts).contiguous();
       const at::Tensor l = lse.contiguous();
-      at::Tensor dq = at::empty_like(ops.q), dk = at::zeros_like(ops.k), dv = at::zeros_like(ops.v);
+      at::Tensor dq = at::empty_like(ops.q);
+      at::Tensor dk = at::zeros({a.batch, a.heads_k, a.len_k, a.dim}, opts);
+      at::Tensor dv = at::zeros({a.batch, a.heads_k, a.len_k, a.dim_v}, opts);
       with_policy<A>(a, q, s, true, bias_grad, [&](auto& policy) {
         backward_kernel<A>(a, ops, policy, go.data_ptr<A>(), o.data_ptr<A>(), l.data_ptr<A>(),
                            dq.data_ptr<A>(), dk.data_ptr<A>(), dv.data_ptr<A>());

@@ -48,6 +48,31 @@ inline TileShape tile_shape(int64_t len_q, int64_t len_k) {
   return {balanced_block(std::max<int64_t>(len_q, 1), most_q), k};
 }
 
+// Query blocks of at most kVectorRows rows (decoding, a few speculative tokens) take the
+// register-tiled row primitives (project_rows, weighted_row_sum) instead of GEMM calls: a
+// one-row GEMM is a matrix-vector product, memory-bound, and ATen's per-call setup dominated it.
+constexpr int64_t kVectorRows = 4;
+
+// 0, 1, ..., kBlockK - 1: the row indices the row primitives take for a tile's consecutive keys.
+inline const int64_t* consecutive_rows() {
+  static const std::vector<int64_t> rows = [] {
+    std::vector<int64_t> r(kBlockK);
+    for (int64_t i = 0; i < kBlockK; ++i) r[i] = i;
+    return r;
+  }();
+  return rows.data();
+}
+
+// Tiles under a key band of `span` keys per query (hi - lo + 1, see key_band.h). A band narrower
+// than the keys (a sliding window) makes a block of q queries read span + q keys for span useful
+// ones per query: blocks of about span / 4 queries (at least 32) keep that near 1.25x, and the
+// key tiles cover one block's reach.
+inline TileShape tile_shape(int64_t len_q, int64_t len_k, int64_t span) {
+  if (span >= len_k) return tile_shape(len_q, len_k);
+  const int64_t q = balanced_block(std::max<int64_t>(len_q, 1), std::clamp<int64_t>(span / 4, 32, kBlockQ));
+  return {q, balanced_block(std::min(len_k, span + q), kBlockK)};
+}
+
 // Dense row-major scratch block.
 template <typename A>
 struct Block {
@@ -186,7 +211,7 @@ struct RelativeKeys {
   at::ScalarType R_dtype, S_dtype, u_dtype, v_dtype;
   bool has_S;
 
-  TileShape tiles;                     // tile_shape(Lq, Lk), the kernels' tiles
+  TileShape tiles;                     // the kernels' tiles (tiles_of in attention.cpp)
 
   struct Workspace {
     Block<A> qp, g, dqp;

@@ -109,8 +109,7 @@ Params<scalar_t> make_params(const AttentionArgs& a, const ScoreInputs& in) {
   p.len_k = a.len_k;
   p.dim = a.dim;
   p.dim_v = a.dim_v;
-  p.causal = a.causal;
-  p.causal_shift = a.causal_shift();
+  p.band = a.band;
   p.query_offset = a.query_offset;
   p.scale = static_cast<acc_t>(a.scale);
   p.dropout = a.dropout_p > 0;
@@ -463,7 +462,7 @@ struct CudaAttention {
     } else if (a.policy == ScorePolicy::Alibi) {
       g.alibi_slopes = alibi_slopes_grad(per_r, alibi_distance(a, acc_opts), *s.alibi_slopes);
     } else {
-      // Row n = r + rel_zero of R and S; rows past R's end are never visible (causal).
+      // Row n = r + rel_zero of R and S; rows past R's end are never visible (causal, window).
       const int64_t n_lo = a.r_min() + a.rel_zero;
       const int64_t count = std::min(a.num_relative(), a.rel_len - n_lo);
       auto dr = at::zeros({a.rel_len, a.heads_q, a.dim}, acc_opts);

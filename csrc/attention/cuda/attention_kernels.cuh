@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <limits>
 
+#include "attention/key_band.h"
 #include "attention/relative_position.h"
 #include "common/cuda/shared_memory.cuh"
 #include "common/host_device.h"
@@ -88,8 +89,7 @@ struct Params {
   const acc_t *lse, *delta;
   const bool* key_mask;  // (B, Lk), True = attend; null: every key
   int64_t batch, heads_q, heads_k, group, len_q, len_k, dim, dim_v;
-  bool causal;
-  int64_t causal_shift;  // query i sees key j <= i + causal_shift
+  KeyBand band;          // the keys each query sees (causal, window)
   int64_t query_offset;  // r = j - (i + query_offset)
   acc_t scale;
   // Dropout: keep iff dropout_keep(word, keep_prob); kept probabilities times drop_scale.
@@ -287,7 +287,7 @@ __device__ __forceinline__ acc_t group_sum(acc_t x, int width) {
 
 template <typename P>
 __device__ __forceinline__ bool visible(const P& p, int64_t b, int64_t i, int64_t j) {
-  return i < p.len_q && j >= 0 && j < p.len_k && (!p.causal || j <= i + p.causal_shift) &&
+  return i < p.len_q && j >= 0 && j < p.len_k && p.band.contains(i, j) &&
          (p.key_mask == nullptr || p.key_mask[b * p.len_k + j]);
 }
 
@@ -368,6 +368,10 @@ struct QueryHeadBlock {
 };
 
 // Rows of a tile that starts at `start` of `total`, at most `block`.
+// The start of the tile of `step` rows that holds row `first`: loops over the tiles the key band
+// reaches keep the tiles' alignment.
+__device__ __forceinline__ int64_t tile_start(int64_t first, int step) { return first / step * step; }
+
 __device__ __forceinline__ int rows_from(int64_t start, int64_t total, int block) {
   return static_cast<int>(total - start < block ? total - start : block);
 }
@@ -407,10 +411,9 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(const Param
   const int row = threadIdx.x / width, lane = threadIdx.x % width;
   const int64_t i = i0 + row;
   acc_t row_max = neg_inf<acc_t>(), row_sum = 0;
-  int64_t key_end = p.len_k;
-  if (p.causal && i0 + qrows + p.causal_shift < key_end) key_end = i0 + qrows + p.causal_shift;
+  const int64_t key_end = p.band.key_end(i0, qrows);
 
-  for (int64_t j0 = 0; j0 < key_end; j0 += bk) {
+  for (int64_t j0 = tile_start(p.band.key_begin(i0), bk); j0 < key_end; j0 += bk) {
     load_rows(KV, bk, d, k, d, j0, p.len_k);
     if constexpr (kRelKeys) {  // R rows n0 .. n0 + bq + bk - 2 serve the tile's pairs
       const int64_t n0 = j0 - (i0 + bq - 1) - p.query_offset + p.rel_zero;
@@ -478,7 +481,7 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(const Param
 
 // dK and dV. Block: (b, kv head, key tile of bk rows), K and V tiles and the dK, dV
 // accumulators resident; loops over the q heads of the group and the query tiles (from the
-// first that the causal mask lets see the tile) in order: recompute S, dP, then P~ and dS
+// band of visible keys reaches: causal, window) in order: recompute S, dP, then P~ and dS
 // (backward_tile), dV += P~^T dO, dK += dS^T Q. dK gets the scale at the end.
 template <typename scalar_t, typename Policy>
 __global__ void __launch_bounds__(kThreads) attention_dkdv_kernel(const Params<scalar_t> p) {
@@ -504,12 +507,11 @@ __global__ void __launch_bounds__(kThreads) attention_dkdv_kernel(const Params<s
   zero_tile(dK, bk, d);
   zero_tile(dV, bk, dv);
 
-  int64_t i_first = 0;
-  if (p.causal && j0 - p.causal_shift > 0) i_first = (j0 - p.causal_shift) / bq * bq;
+  const int64_t i_first = tile_start(p.band.query_begin(j0), bq), i_end = p.band.query_end(j0, krows);
   for (int64_t h = hk * p.group; h < (hk + 1) * p.group; ++h) {
     const int64_t bh = b * p.heads_q + h;
     const scalar_t* q = p.q + bh * p.len_q * d;
-    for (int64_t i0 = i_first; i0 < p.len_q; i0 += bq) {
+    for (int64_t i0 = i_first; i0 < i_end; i0 += bq) {
       load_rows(Q, bq, d, q, d, i0, p.len_q,
                 kRelKeys && p.content_bias != nullptr ? p.content_bias + h * d : nullptr);
       load_rows(dO, bq, dv, p.grad_out + bh * p.len_q * dv, dv, i0, p.len_q);
@@ -592,10 +594,9 @@ __global__ void __launch_bounds__(kThreads) attention_dq_kernel(const Params<sca
     zero_tile(dQPos, bq, d);
     zero_tile(G, bq, bq + bk - 1);
   }
-  int64_t key_end = p.len_k;
-  if (p.causal && i0 + qrows + p.causal_shift < key_end) key_end = i0 + qrows + p.causal_shift;
+  const int64_t key_end = p.band.key_end(i0, qrows);
 
-  for (int64_t j0 = 0; j0 < key_end; j0 += bk) {
+  for (int64_t j0 = tile_start(p.band.key_begin(i0), bk); j0 < key_end; j0 += bk) {
     load_rows(K, bk, d, k, d, j0, p.len_k);
     load_rows(V, bk, dv, v, dv, j0, p.len_k);
     if constexpr (kRelKeys) {
@@ -678,12 +679,12 @@ __global__ void __launch_bounds__(kThreads) attention_relative_kernel(const Para
     zero_tile(dR, bn, d);
   }
   acc_t diag_sum = 0;  // thread c < bn: the sum for r0 + c
-  // Queries with a key in [0, Lk) for some r of the tile; none when the causal mask hides the
-  // whole tile (r + query_offset > causal_shift).
+  // Queries with a key in [0, Lk) for some r of the tile; none when the key band (causal,
+  // window) hides the whole tile (j - i = r + query_offset outside [band.lo, band.hi]).
   int64_t i_begin = -(r0 + bn - 1) - p.query_offset, i_end = p.len_k - r0 - p.query_offset;
   if (i_begin < 0) i_begin = 0;
   if (i_end > p.len_q) i_end = p.len_q;
-  if (p.causal && r0 + p.query_offset > p.causal_shift) i_end = i_begin;
+  if (r0 + p.query_offset > p.band.hi || r0 + rcount - 1 + p.query_offset < p.band.lo) i_end = i_begin;
 
   for (int64_t i0 = i_begin; i0 < i_end; i0 += bq) {
     const int64_t jb = i0 + r0 + p.query_offset;

@@ -1,9 +1,9 @@
 // Attention on tensor cores (float16 / bfloat16, sm_80 and newer; host side in attention.cu,
 // which picks these kernels when the head dims allow): the forward and the backward's dK/dV and
-// dQ kernels. Same Params, score policies (all but relative keys), masks, causal offset, GQA and
-// Philox dropout as the SIMT kernels (attention_kernels.cuh), and the same per-pair backward step
-// (backward_pair); the products go through mma.sync m16n8k16 with fp32 accumulators
-// (common/cuda/warp_mma.cuh). 4 warps per block, each owning 16 rows of the block's resident
+// dQ kernels. Same Params, score policies (all but relative keys), masks, key band (causal,
+// window), GQA and Philox dropout as the SIMT kernels (attention_kernels.cuh), and the same
+// per-pair backward step (backward_pair); the products go through mma.sync m16n8k16 with fp32
+// accumulators (common/cuda/warp_mma.cuh). 4 warps per block, each owning 16 rows of the block's resident
 // tile; the other operand streams through shared memory in tiles that every warp reads. Tiles
 // sit in shared memory as 16-bit values, rows padded to dim + 8 elements (16-byte aligned for
 // ldmatrix, and consecutive rows start in different banks). Logits, masks, softmax and dS live
@@ -113,12 +113,6 @@ __device__ __forceinline__ void store_rows(T* dst, const float (&acc)[kChunks][4
   }
 }
 
-// The first key after the causal band of query rows i0 .. i0 + rows - 1 (len_k without causal).
-template <typename P>
-__device__ __forceinline__ int64_t key_end_of(const P& p, int64_t i0, int rows) {
-  return p.causal && i0 + rows + p.causal_shift < p.len_k ? i0 + rows + p.causal_shift : p.len_k;
-}
-
 template <typename scalar_t, typename Policy>
 __global__ void __launch_bounds__(kThreads) attention_forward_mma_kernel(const Params<scalar_t> p) {
   static_assert(!Policy::kRelativeKeys, "relative keys stay on the SIMT forward");
@@ -144,9 +138,9 @@ __global__ void __launch_bounds__(kThreads) attention_forward_mma_kernel(const P
   // Rows g and g + 8 of the warp's 16: their running max and this lane's part of the sum.
   float row_max[2] = {neg_inf<float>(), neg_inf<float>()}, row_sum[2] = {0.f, 0.f};
   const int64_t rows_i[2] = {i0 + warp * 16 + g, i0 + warp * 16 + g + 8};
-  const int64_t key_end = key_end_of(p, i0, rows_from(i0, p.len_q, kMmaRows));
+  const int64_t key_end = p.band.key_end(i0, rows_from(i0, p.len_q, kMmaRows));
 
-  for (int64_t j0 = 0; j0 < key_end; j0 += kMmaKeys) {
+  for (int64_t j0 = tile_start(p.band.key_begin(i0), kMmaKeys); j0 < key_end; j0 += kMmaKeys) {
     __syncthreads();  // every warp is done with the previous K and V tiles
     load_tile_16bit(Ks, ldq, k, d, j0, p.len_k, kMmaKeys);
     load_tile_16bit(Vs, ldv, v, dv, j0, p.len_k, kMmaKeys);
@@ -245,12 +239,12 @@ __global__ void __launch_bounds__(kThreads) attention_dkdv_mma_kernel(const Para
   float dk[kCols][4], dvacc[kCols][4];
   zero(dk);
   zero(dvacc);
-  // Query tiles before the first that the causal mask lets see key j0 are skipped.
-  int64_t i_first = 0;
-  if (p.causal && j0 - p.causal_shift > 0) i_first = (j0 - p.causal_shift) / kMmaStep * kMmaStep;
+  // Only the query tiles the key band (causal, window) lets see these keys.
+  const int64_t i_first = tile_start(p.band.query_begin(j0), kMmaStep);
+  const int64_t i_end = p.band.query_end(j0, rows_from(j0, p.len_k, kMmaRows));
   for (int64_t h = hk * p.group; h < (hk + 1) * p.group; ++h) {
     const int64_t bh = b * p.heads_q + h;
-    for (int64_t i0 = i_first; i0 < p.len_q; i0 += kMmaStep) {
+    for (int64_t i0 = i_first; i0 < i_end; i0 += kMmaStep) {
       __syncthreads();  // every warp is done with the previous query tile
       load_tile_16bit(Qs, ldk, p.q + bh * p.len_q * d, d, i0, p.len_q, kMmaStep);
       load_tile_16bit(dOs, ldv, p.grad_out + bh * p.len_q * dv, dv, i0, p.len_q, kMmaStep);
@@ -317,8 +311,8 @@ __global__ void __launch_bounds__(kThreads) attention_dq_mma_kernel(const Params
 
   float dq[kCols][4];
   zero(dq);
-  const int64_t key_end = key_end_of(p, i0, rows_from(i0, p.len_q, kMmaRows));
-  for (int64_t j0 = 0; j0 < key_end; j0 += kMmaStep) {
+  const int64_t key_end = p.band.key_end(i0, rows_from(i0, p.len_q, kMmaRows));
+  for (int64_t j0 = tile_start(p.band.key_begin(i0), kMmaStep); j0 < key_end; j0 += kMmaStep) {
     __syncthreads();  // every warp is done with the previous key tile
     load_tile_16bit(Ks, ldq, k, d, j0, p.len_k, kMmaStep);
     load_tile_16bit(Vs, ldv, v, dv, j0, p.len_k, kMmaStep);

@@ -7,11 +7,15 @@ Every module has the original two methods plus a fused one:
 - ``forward_attn(q, k, positions_q=None, positions_k=None)``: the *unscaled* attention logits
   (B, H, Lq, Lk), materialized as the originals did (q (B, H, Lq, Dh), k (B, H, Lk, Dh));
 - ``attend(q, k, v, key_padding_mask=None, causal=False, scale=None, dropout_p=0.0,
-  positions_q=None, positions_k=None)`` -> (B, H, Lq, dv): equals
+  positions_q=None, positions_k=None, window=None)`` -> (B, H, Lq, dv): equals
   ``softmax(scale * forward_attn(q, k, ...) + mask) @ v`` (scale defaults to Dh^-1/2 and, as in
   the original convention, multiplies the positional terms too), computed by
   ``seqops.ops.attention`` without building the (Lq, Lk) logits. Masks are bool, True = may
   attend; a query that sees no key gets a zero row. ``dropout_p`` is attention dropout.
+  ``query_start`` (decoding with a cache) places the queries at positions query_start.. when
+  no positions are given (the keys at 0..); ``window=(left, right)`` is sliding-window attention (the op's window_left / window_right:
+  key j visible to query i iff -left <= j - (i + Lk - Lq) <= right; -1 = no limit), skipping
+  the key tiles outside it.
 
 Positions are integer tensors (B, L) or (L,) (shared by the batch). ``None`` means the
 original's implicit positions: queries 0..Lq-1 and keys 0..Lk-1 (Transformer-XL: the queries are
@@ -112,12 +116,23 @@ class PositionalEmbedding(nn.Module):
                 positions_or_arange(positions_k, len_k, 0, device))
 
     def _query_offset(self, positions_q: Optional[Tensor], positions_k: Optional[Tensor],
-                      len_q: int, len_k: int, device: torch.device) -> Optional[int]:
+                      len_q: int, len_k: int, device: torch.device,
+                      query_start: Optional[int] = None) -> Optional[int]:
         """The op's query_offset for these positions, or None when they are not shifted aranges."""
         if positions_q is None and positions_k is None:
-            return self._query_start(len_q, len_k)
+            return self._query_start(len_q, len_k) if query_start is None else query_start
         pq, pk = self._positions(positions_q, positions_k, len_q, len_k, device)
         return uniform_query_offset(pq, pk)
+
+    def _explicit_positions(self, positions_q: Optional[Tensor], positions_k: Optional[Tensor],
+                            len_q: int, len_k: int, device: torch.device,
+                            query_start: Optional[int]) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+        """The positions as given, or, with query_start (decoding) and none given, the aranges
+        query_start.. and 0.. as tensors, for the paths that read position tensors."""
+        if query_start is None or positions_q is not None or positions_k is not None:
+            return positions_q, positions_k
+        return (torch.arange(query_start, query_start + len_q, device=device),
+                torch.arange(len_k, device=device))
 
     def _relative(self, positions_q: Optional[Tensor], positions_k: Optional[Tensor],
                   len_q: int, len_k: int, device: torch.device) -> Tensor:
@@ -148,15 +163,23 @@ class PositionalEmbedding(nn.Module):
 
     def _attend_dense(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor],
                       causal: bool, scale: float, dropout_p: float,
-                      positions_q: Optional[Tensor], positions_k: Optional[Tensor]) -> Tensor:
+                      positions_q: Optional[Tensor], positions_k: Optional[Tensor],
+                      window: Optional[Tuple[int, int]], query_start: Optional[int]) -> Tensor:
         # Fallback: the positional terms materialized as a (B, H, Lq, Lk) bias.
+        positions_q, positions_k = self._explicit_positions(positions_q, positions_k, q.shape[-2], k.shape[-2],
+                                                            q.device, query_start)
         extra = self.score_terms(q, k, positions_q, positions_k)
         bias = None if extra is None else (extra * scale).to(q.dtype)
-        return ops.attention(q, k, v, key_padding_mask, causal, scale, dropout_p, bias=bias)
+        window_left, window_right = ops.window_bounds(window)
+        return ops.attention(q, k, v, key_padding_mask, causal, scale, dropout_p, bias=bias,
+                             window_left=window_left, window_right=window_right)
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor] = None,
                causal: bool = False, scale: Optional[float] = None, dropout_p: float = 0.0,
-               positions_q: Optional[Tensor] = None, positions_k: Optional[Tensor] = None) -> Tensor:
+               positions_q: Optional[Tensor] = None, positions_k: Optional[Tensor] = None,
+               window: Optional[Tuple[int, int]] = None, query_start: Optional[int] = None) -> Tensor:
         """softmax(scale * forward_attn + mask) @ v, fused: q (B, H, Lq, Dh), k (B, H, Lk, Dh),
         v (B, H, Lk, dv) -> (B, H, Lq, dv). Plain attention for absolute schemes."""
-        return ops.attention(q, k, v, key_padding_mask, causal, resolve_scale(q, scale), dropout_p)
+        window_left, window_right = ops.window_bounds(window)
+        return ops.attention(q, k, v, key_padding_mask, causal, resolve_scale(q, scale), dropout_p,
+                             window_left=window_left, window_right=window_right)

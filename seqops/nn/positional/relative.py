@@ -70,13 +70,15 @@ class _RelativeKeys(PositionalEmbedding):
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor] = None,
                causal: bool = False, scale: Optional[float] = None, dropout_p: float = 0.0,
-               positions_q: Optional[Tensor] = None, positions_k: Optional[Tensor] = None) -> Tensor:
+               positions_q: Optional[Tensor] = None, positions_k: Optional[Tensor] = None,
+               window: Optional[Tuple[int, int]] = None, query_start: Optional[int] = None) -> Tensor:
+        window_left, window_right = ops.window_bounds(window)
         scale_ = resolve_scale(q, scale)
         len_q, len_k = q.shape[-2], k.shape[-2]
-        offset = self._query_offset(positions_q, positions_k, len_q, len_k, q.device)
+        offset = self._query_offset(positions_q, positions_k, len_q, len_k, q.device, query_start)
         if offset is None:
             return self._attend_dense(q, k, v, key_padding_mask, causal, scale_, dropout_p,
-                                      positions_q, positions_k)
+                                      positions_q, positions_k, window, query_start)
         # Row n of R is the distance n - (Lq - 1) - offset, which the op reads for r = j - i
         # (query_offset=0, rel_zero=Lq-1): every row index is in range for any offset.
         start = -(len_q - 1) - offset
@@ -86,7 +88,8 @@ class _RelativeKeys(PositionalEmbedding):
         return ops.attention(q, k, v, key_padding_mask, causal, scale_, dropout_p,
                              rel_keys=rel_keys, content_bias=u.contiguous(),
                              position_bias=v_bias.contiguous(), rel_zero=len_q - 1,
-                             query_offset=0)
+                             query_offset=0, window_left=window_left,
+                             window_right=window_right)
 
     def forward_input(self, input_: Tensor, positions: Optional[Tensor] = None) -> Tensor:
         return input_
