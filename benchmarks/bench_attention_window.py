@@ -17,7 +17,7 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from seqops.bench.timing import compare, markdown_table, run_script
+from seqops.bench.timing import compare, forward_call, markdown_table, run_script, training_call
 from seqops.ops import attention
 
 
@@ -71,21 +71,9 @@ def main():
             if "full" not in name and "causal" not in name:
                 torch.testing.assert_close(fn(qd, kd, vd), want, atol=1e-4, rtol=1e-4, msg=lambda m: f"{name}: {m}")
 
-    def forward(fn):
-        def run():
-            with torch.no_grad():
-                fn(qd, kd, vd)
-        return run
-
-    def training(fn):
-        def run():
-            out = fn(q, k, v)
-            torch.autograd.grad(out, (q, k, v), torch.ones_like(out))
-        return run
-
     rows = []
-    for label, wrap in (("forward", forward), ("forward + backward", training)):
-        cases = {name: wrap(fn) for name, fn in fns.items() if wrap is forward or name != "flex"}
+    for label, wrap in (("forward", forward_call), ("forward + backward", training_call)):
+        cases = {name: wrap(fn, q, k, v) for name, fn in fns.items() if wrap is forward_call or name != "flex"}
         times = compare(cases, repeats=args.repeats, warmup=1)
         base = times["seqops window"]
         for name, t in times.items():

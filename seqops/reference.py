@@ -113,18 +113,40 @@ def lama_original(x: Tensor, p_dh: Tensor, q_dh: Tensor, mask: Optional[Tensor] 
 
 # ----------------------------------------------------------------------------- attention
 
+def rotary(x: Tensor, positions: Tensor, rotary_dim: int, base: float = 10000.0,
+           interleaved: bool = False) -> Tensor:
+    """Rotary position embedding of x (..., L, D) at positions (L,), as complex multiplication:
+    each feature pair (a, b) is a + ib times exp(i * position * base^(-2p / rotary_dim))."""
+    half = rotary_dim // 2
+    theta = base ** (torch.arange(half, dtype=torch.float64, device=x.device) * (-2.0 / rotary_dim))
+    turn = torch.polar(torch.ones(len(positions), half, dtype=torch.float64, device=x.device),
+                       positions.to(torch.float64)[:, None] * theta)
+    rot = x[..., :rotary_dim].to(torch.float64)
+    pairs = rot.unflatten(-1, (half, 2)) if interleaved else rot.unflatten(-1, (2, half)).transpose(-1, -2)
+    turned = torch.view_as_real(torch.view_as_complex(pairs.contiguous()) * turn)
+    turned = turned.flatten(-2) if interleaved else turned.transpose(-1, -2).flatten(-2)
+    return torch.cat([turned.to(x.dtype), x[..., rotary_dim:]], dim=-1)
+
+
 def attention_logits(q: Tensor, k: Tensor, scale: Optional[float] = None,
                      bias: Optional[Tensor] = None, t5_table: Optional[Tensor] = None,
                      t5_bidirectional: bool = True, t5_max_distance: int = 128,
                      alibi_slopes: Optional[Tensor] = None, rel_keys: Optional[Tensor] = None,
                      rel_scores: Optional[Tensor] = None, content_bias: Optional[Tensor] = None,
                      position_bias: Optional[Tensor] = None, rel_zero: Optional[int] = None,
-                     query_offset: Optional[int] = None) -> Tensor:
-    """The (B, Hq, Lq, Lk) logits of seqops.ops.attention, materialized (k in (B, Hk, Lk, d))."""
+                     query_offset: Optional[int] = None, rotary_dim: int = 0,
+                     rotary_base: float = 10000.0, rotary_interleaved: bool = False) -> Tensor:
+    """The (B, Hq, Lq, Lk) logits of seqops.ops.attention, materialized (k in (B, Hk, Lk, d)).
+    With rotary_dim, q and k are rotated first (query i at i + query_offset, key j at j)."""
     B, Hq, Lq, d = q.shape
     Lk = k.shape[2]
     k = k.repeat_interleave(Hq // k.shape[1], dim=1)
     scale = d ** -0.5 if scale is None else scale
+    if rotary_dim > 0:
+        first = Lk - Lq if query_offset is None else query_offset
+        q = rotary(q, torch.arange(first, first + Lq, device=q.device), rotary_dim, rotary_base,
+                   rotary_interleaved)
+        k = rotary(k, torch.arange(Lk, device=k.device), rotary_dim, rotary_base, rotary_interleaved)
     r = relative_positions(Lq, Lk, query_offset, q.device)
     if rel_keys is not None:
         rel_zero = rel_keys.shape[0] - 1 if rel_zero is None else rel_zero

@@ -36,3 +36,29 @@ def relative_positions(len_q: int, len_k: int, query_offset: Optional[int] = Non
     i = torch.arange(len_q, device=device)[:, None]
     j = torch.arange(len_k, device=device)[None, :]
     return j - (i + query_offset)
+
+
+
+def rotate(x: Tensor, positions: Tensor, rotary_dim: int, base: float = 10000.0,
+           interleaved: bool = False) -> Tensor:
+    """Rotary position embedding (RoFormer) of x (..., L, D) at positions (L,), or (B, L) for x
+    (B, H, L, D): each pair of the first rotary_dim features turned by the angle
+    position * base^(-2p / rotary_dim), p the pair's index; pairs (2p, 2p + 1) when interleaved
+    (RoFormer, GPT-J), (p, p + rotary_dim / 2) otherwise (GPT-NeoX, LLaMA). The angles are
+    computed in float64, as the kernels' tables are (csrc: attention/rotary.h); the rotation in
+    x's dtype."""
+    half = rotary_dim // 2
+    exponent = torch.arange(half, dtype=torch.float64, device=x.device) * (-2.0 / rotary_dim)
+    theta = torch.pow(torch.full_like(exponent, base), exponent)
+    angle = positions.to(device=x.device, dtype=torch.float64).unsqueeze(-1) * theta  # (.., L, half)
+    if angle.dim() == 3:  # (B, L, half) -> (B, 1, L, half) against (B, H, L, D)
+        angle = angle.unsqueeze(1)
+    cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)
+    rot, rest = x[..., :rotary_dim], x[..., rotary_dim:]
+    if interleaved:
+        a, b = rot[..., 0::2], rot[..., 1::2]
+        turned = torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1).flatten(-2)
+    else:
+        a, b = rot[..., :half], rot[..., half:]
+        turned = torch.cat([a * cos - b * sin, a * sin + b * cos], dim=-1)
+    return torch.cat([turned, rest], dim=-1)

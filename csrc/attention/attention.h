@@ -14,6 +14,8 @@
 // Lk - Lq (the queries are the last Lq positions of the keys' span: self-attention and
 // Transformer-XL memory) and rel_zero to L_rel - 1 (R's last row is distance 0, rows before it
 // look back, as Transformer-XL lays R out).
+// Rotary positions (rotary.h): with rotary_dim > 0, q_i and k_j are rotated to positions
+// i + query_offset and j before their dot product (any score policy but relative keys).
 // Visibility (key_band.h): causal and the sliding window (window_left, window_right; -1 =
 // unbounded) keep key j for query i iff -window_left <= j - (i + Lk - Lq) <= window_right (<= 0
 // when causal), the bottom-right-aligned window of FlashAttention.
@@ -52,9 +54,12 @@ using OptTensor = std::optional<at::Tensor>;
   X(const OptTensor&, content_bias, "Tensor? content_bias=None")            \
   X(const OptTensor&, position_bias, "Tensor? position_bias=None")          \
   X(std::optional<int64_t>, rel_zero, "SymInt? rel_zero=None")              \
-  X(std::optional<int64_t>, query_offset, "SymInt? query_offset=None")  \
+  X(std::optional<int64_t>, query_offset, "SymInt? query_offset=None")      \
   X(int64_t, window_left, "int window_left=-1")                             \
-  X(int64_t, window_right, "int window_right=-1")
+  X(int64_t, window_right, "int window_right=-1")                           \
+  X(int64_t, rotary_dim, "int rotary_dim=0")                                \
+  X(double, rotary_base, "float rotary_base=10000.0")                       \
+  X(bool, rotary_interleaved, "bool rotary_interleaved=False")
 
 // The options that carry a gradient, in attention_backward's output order (after q, k, v).
 #define SEQOPS_ATTENTION_SCORE_GRADS(X) \
@@ -84,6 +89,9 @@ struct AttentionArgs {
   bool t5_bidirectional;
   int64_t t5_num_buckets, t5_max_distance;
   int64_t rel_len, rel_zero;  // relative keys: R rows and the row of r = 0
+  int64_t rotary_dim;         // rotated features of q and k (0: none); see rotary.h
+  double rotary_base;
+  bool rotary_interleaved;
   // The causal diagonal: query i's own position among the keys is i + causal_shift.
   int64_t causal_shift() const { return len_k - len_q; }
   // Relative positions any (query, key) pair can have: [r_min, r_max].

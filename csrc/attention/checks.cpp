@@ -195,6 +195,16 @@ AttentionArgs check_attention(const at::Tensor& q, const at::Tensor& k, const at
   }
   TORCH_CHECK(a.policy != ScorePolicy::None || !rel_zero.has_value(),
               "rel_zero needs rel_keys");
+  a.rotary_dim = s.rotary_dim;
+  a.rotary_base = s.rotary_base;
+  a.rotary_interleaved = s.rotary_interleaved;
+  TORCH_CHECK(a.rotary_dim >= 0 && a.rotary_dim % 2 == 0 && a.rotary_dim <= a.dim,
+              "rotary_dim must be even and in [0, head_dim = ", a.dim, "] (0: no rotary), got ",
+              a.rotary_dim);
+  TORCH_CHECK(std::isfinite(a.rotary_base) && a.rotary_base > 0, "rotary_base must be finite and > 0, got ",
+              a.rotary_base);
+  TORCH_CHECK(a.rotary_dim == 0 || a.policy != ScorePolicy::RelativeKeys,
+              "rotary_dim does not combine with rel_keys (relative keys carry their own positions)");
   return a;
 }
 

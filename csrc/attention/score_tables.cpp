@@ -52,6 +52,36 @@ at::Tensor alibi_distance(const AttentionArgs& a, const at::TensorOptions& optio
       .to(options);
 }
 
+RotaryCosSin rotary_cos_sin(const AttentionArgs& a, int64_t first, int64_t rows,
+                            const at::TensorOptions& options) {
+  const auto f64 = options.dtype(at::kDouble);
+  const int64_t half = a.rotary_dim / 2;
+  // theta_p = base^(-2p / rotary_dim); angle = position * theta_p.
+  const at::Tensor theta = at::pow(a.rotary_base, at::arange(half, f64) * (-2.0 / a.rotary_dim));
+  const at::Tensor angle = at::arange(first, first + rows, f64).unsqueeze(1) * theta.unsqueeze(0);
+  return {angle.cos().to(options).contiguous(), angle.sin().to(options).contiguous()};
+}
+
+void unrotate_(at::Tensor& g, const RotaryCosSin& t, const AttentionArgs& a) {
+  const int64_t half = a.rotary_dim / 2;
+  at::Tensor x = g.narrow(3, 0, a.rotary_dim);
+  at::Tensor ga, gb;
+  if (a.rotary_interleaved) {
+    const at::Tensor pairs = x.unflatten(3, {half, 2});
+    ga = pairs.select(4, 0);
+    gb = pairs.select(4, 1);
+  } else {
+    ga = x.narrow(3, 0, half);
+    gb = x.narrow(3, half, half);
+  }
+  // In the tables' type (float32 or float64), whatever g's.
+  const at::Tensor c = t.cos.to(g.device()), s = t.sin.to(g.device());
+  const at::Tensor a32 = ga.to(c.scalar_type()), b32 = gb.to(c.scalar_type());
+  const at::Tensor new_a = a32 * c + b32 * s, new_b = b32 * c - a32 * s;
+  ga.copy_(new_a);
+  gb.copy_(new_b);
+}
+
 at::Tensor index_add_bucket_sum(const at::Tensor& per_r, const at::Tensor& buckets,
                                 int64_t num_buckets) {
   return at::zeros({per_r.size(0), num_buckets}, per_r.options()).index_add_(1, buckets, per_r);

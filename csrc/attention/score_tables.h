@@ -5,6 +5,7 @@
 #pragma once
 #include "attention/attention.h"
 #include "attention/relative_position.h"
+#include "attention/rotary.h"
 
 namespace seqops {
 
@@ -23,6 +24,30 @@ at::Tensor t5_relative_table(const at::Tensor& t5_table, const at::Tensor& bucke
 
 // ALiBi: the term is slope_h * distance[n] with distance = -|r|, (num_relative,) in `options`.
 at::Tensor alibi_distance(const AttentionArgs& a, const at::TensorOptions& options);
+
+// Rotary (attention/rotary.h): cos and sin of the angles of positions first .. first + rows - 1,
+// (rows, rotary_dim / 2) each in `options` (computed in float64), and the tables the kernels
+// read of them.
+struct RotaryCosSin {
+  at::Tensor cos, sin;
+  template <typename acc_t>
+  RotaryTable<acc_t> table(const AttentionArgs& a) const {
+    return {cos.data_ptr<acc_t>(), sin.data_ptr<acc_t>(), static_cast<int>(a.rotary_dim / 2),
+            a.rotary_interleaved};
+  }
+};
+RotaryCosSin rotary_cos_sin(const AttentionArgs& a, int64_t first, int64_t rows,
+                            const at::TensorOptions& options);
+// Queries sit at i + query_offset, keys at j.
+inline RotaryCosSin rotary_queries(const AttentionArgs& a, const at::TensorOptions& options) {
+  return rotary_cos_sin(a, a.query_offset, a.len_q, options);
+}
+inline RotaryCosSin rotary_keys(const AttentionArgs& a, const at::TensorOptions& options) {
+  return rotary_cos_sin(a, 0, a.len_k, options);
+}
+// The kernels' gradient with respect to the rotated q or k, g (B, H, L, d), turned in place into
+// the gradient of the input (the inverse rotation: every pair turned by minus its angle).
+void unrotate_(at::Tensor& g, const RotaryCosSin& t, const AttentionArgs& a);
 
 // The gradients, from per_r (Hq, num_relative): dS summed over the batch and the (query, key)
 // pairs of each r.

@@ -32,6 +32,25 @@ def compare(fns: Dict[str, Callable[[], object]], device: str = "cpu", repeats: 
     return {name: statistics.median(s) for name, s in samples.items()}
 
 
+def forward_call(fn: Callable[..., torch.Tensor], *inputs: torch.Tensor) -> Callable[[], None]:
+    """A timed call of fn(*inputs) without autograd (on the inputs detached)."""
+    detached = [t.detach() for t in inputs]
+
+    def run() -> None:
+        with torch.no_grad():
+            fn(*detached)
+    return run
+
+
+def training_call(fn: Callable[..., torch.Tensor], *inputs: torch.Tensor) -> Callable[[], None]:
+    """A timed forward + backward of fn(*inputs): the gradients of every input (which must
+    require them) for an output gradient of ones."""
+    def run() -> None:
+        out = fn(*inputs)
+        torch.autograd.grad(out, inputs, torch.ones_like(out))
+    return run
+
+
 def _rss_peak_reset() -> Optional[int]:
     """Returns the current RSS after resetting the kernel's peak-RSS mark (Linux), or None."""
     try:

@@ -15,12 +15,12 @@ from .linformer import (FeedForward, LinearAttentionHead, Linformer, LinformerEn
 from .linformer import PositionalEmbedding as LinformerPositionalEmbedding
 from .pooling import CVTSeqPool, LAMA, LAMAEncoder, LAMAPooler, MeanSeqPool, SeqPool
 from .positional import (EnformerPositionalEmbedding, LearnedPositionalEmbedding, PositionalEmbedding,
-                         SinusoidalPositionalEmbedding, T5PositionalEmbedding,
+                         RotaryPositionalEmbedding, SinusoidalPositionalEmbedding, T5PositionalEmbedding,
                          TransformerXLPositionalEmbedding, UnifiedPositionalEmbedding)
 
 __all__ = ["CVTSeqPool", "Dropout", "EnformerPositionalEmbedding", "KVCache", "LAMA", "LAMAEncoder", "LAMAPooler",
            "LearnedPositionalEmbedding", "MeanSeqPool", "MultiheadAttention", "PositionalEmbedding",
-           "SeqPool", "SinusoidalPositionalEmbedding", "T5PositionalEmbedding",
+           "RotaryPositionalEmbedding", "SeqPool", "SinusoidalPositionalEmbedding", "T5PositionalEmbedding",
            "TransformerXLPositionalEmbedding", "UnifiedPositionalEmbedding",
            "FeedForward", "LinearAttentionHead", "Linformer", "LinformerEncDec", "LinformerLM",
            "LinformerPositionalEmbedding", "MHAttention", "Padder", "SequenceProjection", "Visualizer", "get_EF",

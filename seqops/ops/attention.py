@@ -69,7 +69,8 @@ def attention_with_lse(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Option
                        rel_scores: Optional[Tensor] = None, content_bias: Optional[Tensor] = None,
                        position_bias: Optional[Tensor] = None, rel_zero: Optional[int] = None,
                        query_offset: Optional[int] = None, window_left: int = -1,
-                       window_right: int = -1) -> Tuple[Tensor, Tensor]:
+                       window_right: int = -1, rotary_dim: int = 0, rotary_base: float = 10000.0,
+                       rotary_interleaved: bool = False) -> Tuple[Tensor, Tensor]:
     """Fused attention ``softmax(scale * q k^T + term) v`` that never builds the (Lq, Lk) logits.
 
     Args:
@@ -92,6 +93,13 @@ def attention_with_lse(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Option
             when -window_left <= j - (i + Lk - Lq) <= window_right (-1: no limit on that side;
             causal caps the right side at 0). Key tiles outside every query's window are skipped,
             so the cost grows as Lq * (window_left + window_right + 1), not Lq * Lk.
+        rotary_dim, rotary_base, rotary_interleaved: rotary position embedding (RoFormer) of the
+            first rotary_dim features of q and k (even, <= head_dim; 0: none), applied inside the
+            kernel as tiles are loaded: query i sits at position i + query_offset, key j at j,
+            and each feature pair turns by position * rotary_base^(-2p / rotary_dim); pairs
+            (2p, 2p + 1) when interleaved (RoFormer, GPT-J), else (p, p + rotary_dim / 2)
+            (GPT-NeoX, LLaMA). seqops.relative_position.rotate is the same map. Combines with
+            every score term but rel_keys.
     Returns:
         out (B, Hq, Lq, dv) and lse (B, Hq, Lq), the log-sum-exp of each query's visible logits
         (float32, float64 for float64 inputs; -inf and a zero output row when nothing is visible).
@@ -104,7 +112,9 @@ def attention_with_lse(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Option
                           alibi_slopes=alibi_slopes, rel_keys=rel_keys, rel_scores=rel_scores,
                           content_bias=content_bias, position_bias=position_bias,
                           rel_zero=rel_zero, query_offset=query_offset,
-                          window_left=window_left, window_right=window_right)
+                          window_left=window_left, window_right=window_right,
+                          rotary_dim=rotary_dim, rotary_base=rotary_base,
+                          rotary_interleaved=rotary_interleaved)
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor] = None,
@@ -115,7 +125,8 @@ def attention(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor
               rel_scores: Optional[Tensor] = None, content_bias: Optional[Tensor] = None,
               position_bias: Optional[Tensor] = None, rel_zero: Optional[int] = None,
               query_offset: Optional[int] = None, window_left: int = -1,
-              window_right: int = -1) -> Tensor:
+              window_right: int = -1, rotary_dim: int = 0, rotary_base: float = 10000.0,
+              rotary_interleaved: bool = False) -> Tensor:
     """:func:`attention_with_lse` without the log-sum-exp: returns (B, Hq, Lq, dv)."""
     return attention_with_lse(q, k, v, key_padding_mask=key_padding_mask, causal=causal,
                               scale=scale, dropout_p=dropout_p, bias=bias, t5_table=t5_table,
@@ -123,7 +134,9 @@ def attention(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor
                               alibi_slopes=alibi_slopes, rel_keys=rel_keys, rel_scores=rel_scores,
                               content_bias=content_bias, position_bias=position_bias,
                               rel_zero=rel_zero, query_offset=query_offset,
-                              window_left=window_left, window_right=window_right)[0]
+                              window_left=window_left, window_right=window_right,
+                              rotary_dim=rotary_dim, rotary_base=rotary_base,
+                              rotary_interleaved=rotary_interleaved)[0]
 
 
 # ----------------------------------------------------------------------------- fake kernels

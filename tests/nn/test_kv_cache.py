@@ -10,11 +10,11 @@ from seqops.nn import KVCache, MultiheadAttention
 
 from support import random_mask
 
-from support.positional_cases import DH, H, ORIGINAL_KWARGS, make
+from support.positional_cases import DH, H, SCHEMES, make
 
 F64 = torch.float64
 E = H * DH
-KINDS = [None] + list(ORIGINAL_KWARGS)
+KINDS = [None] + list(SCHEMES)
 
 
 def model(kind, window=None):

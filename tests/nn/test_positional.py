@@ -9,14 +9,13 @@ import pytest
 import torch
 from support.grad_check import assert_gradients_match
 from support import DEVICES, LOW_PRECISION_CASES, check_low_precision, random_mask
-from support.positional_cases import DH, H, ORIGINAL_KWARGS, RELATIVE, make
+from support.positional_cases import DH, H, ORIGINAL_KWARGS, RELATIVE, SCHEMES, make
 
 import seqops
 
 from seqops.nn import (EnformerPositionalEmbedding, LearnedPositionalEmbedding, MultiheadAttention,
                        SinusoidalPositionalEmbedding, T5PositionalEmbedding,
                        TransformerXLPositionalEmbedding, UnifiedPositionalEmbedding)
-from seqops.nn.positional import PositionalEmbedding
 
 F64 = torch.float64
 
@@ -142,13 +141,35 @@ def t5_logits(m, q, k, pq, pk):
     return q @ k.transpose(-1, -2) + m.relative_attention_bias.weight.double()[buckets].permute(0, 3, 1, 2)
 
 
+def rotation_matrices(positions, m) -> torch.Tensor:
+    """(..., Dh, Dh) the block rotation of each position: pair p = (2p, 2p + 1) (interleaved) or
+    (p, p + rotary_dim / 2), turned by position * base^(-2p / rotary_dim); identity past
+    rotary_dim."""
+    half = m.rotary_dim // 2
+    out = torch.eye(m.head_dim, dtype=F64).repeat(*positions.shape, 1, 1)
+    for p in range(half):
+        a, b = (2 * p, 2 * p + 1) if m.interleaved else (p, p + half)
+        angle = positions.to(F64) * m.base ** (-2 * p / m.rotary_dim)
+        out[..., a, a], out[..., a, b] = angle.cos(), -angle.sin()
+        out[..., b, a], out[..., b, b] = angle.sin(), angle.cos()
+    return out
+
+
+def rotary_logits(m, q, k, pq, pk):
+    """(R(pq_i) q_i) . (R(pk_j) k_j) with explicit rotation matrices."""
+    rq = torch.einsum("bide,bhie->bhid", rotation_matrices(pq, m), q)
+    rk = torch.einsum("bjde,bhje->bhjd", rotation_matrices(pk, m), k)
+    return rq @ rk.transpose(-1, -2)
+
+
 def expected_logits(kind, m, q, k, positions_q=None, positions_k=None):
     Lq, Lk = q.shape[-2], k.shape[-2]
     pq = full_positions(positions_q, Lq, Lk - Lq if kind == "txl" else 0)
     pk = full_positions(positions_k, Lk)
     if kind in ("sinusoidal", "learned"):
         return q @ k.transpose(-1, -2)
-    return {"txl": txl_logits, "t5": t5_logits, "tupe": tupe_logits, "enformer": enformer_logits}[kind](m, q, k, pq, pk)
+    return {"txl": txl_logits, "t5": t5_logits, "tupe": tupe_logits, "enformer": enformer_logits,
+            "rotary": rotary_logits}[kind](m, q, k, pq, pk)
 
 
 def softmax_attention(logits, v, mask=None, causal=False, window=None):
@@ -392,7 +413,7 @@ def test_enformer_feature_basis_is_cached(monkeypatch):
 LENGTHS = [(1, 1), (7, 7), (97, 97), (5, 12), (12, 5)]
 
 
-@pytest.mark.parametrize("kind", list(ORIGINAL_KWARGS))
+@pytest.mark.parametrize("kind", list(SCHEMES))
 @pytest.mark.parametrize("lq,lk", LENGTHS)
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("causal", [False, True])
@@ -416,7 +437,7 @@ def test_attend_equals_softmax_of_forward_attn(kind, lq, lk, masked, causal, dty
         assert torch.all(out[1] == 0)
 
 
-@pytest.mark.parametrize("kind", list(ORIGINAL_KWARGS))
+@pytest.mark.parametrize("kind", list(SCHEMES))
 @pytest.mark.parametrize("window", [(0, 0), (3, 2), (-1, 4), (6, -1)])
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("positions", [None, "arbitrary"])
@@ -481,10 +502,15 @@ def test_attend_honours_positions(kind, positions, monkeypatch):
     out = m.attend(q, k, v, mask, True, 0.3, 0.0, pq, pk)
     logits = expected_logits(kind, m, q, k, pq, pk)
     torch.testing.assert_close(out, softmax_attention(0.3 * logits, v, mask, True), rtol=1e-10, atol=1e-10)
-    # Shifted aranges take the fused score policy; other positions a materialized bias.
+    # Shifted aranges take the fused score policy (rotary: the fused rotation); other positions a
+    # materialized bias (rotary: rotated copies of q and k, a plain call).
     assert len(calls) == 1
     policy = [name for name in ("bias", "t5_table", "rel_keys") if calls[0].get(name) is not None]
-    assert policy == (["bias"] if positions == "arbitrary" else ["rel_keys" if kind in ("txl", "enformer") else "t5_table"])
+    if kind == "rotary":
+        assert policy == [] and calls[0].get("rotary_dim", 0) == (0 if positions == "arbitrary" else m.rotary_dim)
+    else:
+        assert policy == (["bias"] if positions == "arbitrary" else
+                          ["rel_keys" if kind in ("txl", "enformer") else "t5_table"])
 
 
 @pytest.mark.parametrize("kind", RELATIVE)
@@ -540,7 +566,7 @@ def test_mha_loads_torch_state_dict_and_matches_plain_attention():
     torch.testing.assert_close(m(x, causal=True), expected)
 
 
-@pytest.mark.parametrize("kind", [None] + list(ORIGINAL_KWARGS))
+@pytest.mark.parametrize("kind", [None] + list(SCHEMES))
 @pytest.mark.parametrize("batch_first,window", [(True, None), (False, None), (True, (2, 1))])
 def test_mha_with_each_positional(kind, batch_first, window):
     pos = make(kind, F64) if kind is not None else None
@@ -571,7 +597,7 @@ def test_mha_checks_positional_heads():
         MultiheadAttention(E, H, positional=EnformerPositionalEmbedding(num_heads=H, head_dim=DH * 2))
 
 
-@pytest.mark.parametrize("kind", [None] + list(ORIGINAL_KWARGS))
+@pytest.mark.parametrize("kind", [None] + list(SCHEMES))
 @pytest.mark.parametrize("window", [None, (3, 0)])
 def test_mha_torchscript(kind, window):
     m = MultiheadAttention(E, H, positional=make(kind) if kind else None, window=window).eval()
@@ -584,7 +610,7 @@ def test_mha_torchscript(kind, window):
                                m(x, positions_q=positions, positions_k=positions))
 
 
-@pytest.mark.parametrize("kind", [None] + list(ORIGINAL_KWARGS))
+@pytest.mark.parametrize("kind", [None] + list(SCHEMES))
 def test_mha_compiles_fullgraph(kind):
     m = MultiheadAttention(E, H, positional=make(kind) if kind else None).eval()
     x = torch.randn(2, 7, 16)

@@ -6,8 +6,8 @@ from seqops import reference as ref
 from seqops.ops import attention, attention_with_lse
 
 from support import emulator
-from support.attention_cases import (POLICIES, check_against_reference, make_qkv, philox_keep_of,
-                                     score_args)
+from support.attention_cases import (POLICIES, SIMT_KERNELS, TENSOR_CORE_KERNELS, check_against_reference,
+                                     check_low_precision_on_tensor_cores, make_qkv, philox_keep_of, score_args)
 from support import (DEVICES, LOW_PRECISION_CASES, NATIVE_DEVICES, check_low_precision, kernel_device, low_precision,
                      noncontiguous, random_mask)
 
@@ -118,8 +118,6 @@ def test_low_precision(device, dtype, policy):
 # Head dims (d, dv) and score terms of the tensor-core kernels (CUDA, float16 / bfloat16, head
 # dims multiples of 16 up to 128: attention_mma_kernels.cuh).
 TENSOR_CORE_CASES = [(16, 16, "none"), (64, 32, "bias"), (128, 128, "t5"), (32, 64, "alibi"), (64, 64, "dropout")]
-TENSOR_CORE_KERNELS = ("attention_forward_mma_kernel", "attention_dkdv_mma_kernel", "attention_dq_mma_kernel")
-SIMT_KERNELS = ("attention_forward_kernel", "attention_dkdv_kernel", "attention_dq_kernel")
 
 
 @pytest.mark.parametrize("device,dtype", LOW_PRECISION_CASES)
@@ -147,12 +145,7 @@ def test_tensor_core_head_dims(device, dtype, d, dv, policy):
         drop = {"dropout_mask": keep, "dropout_p": p} if p else {}
         return ref.attention(q, k, v, mask, True, query_offset=60, **drop, **options, **dict(zip(tensors, ts)))[0]
 
-    emulated = kernel_device(device) == "emu"
-    if emulated:
-        torch.ops.seqops_emu.take_launches()
-    check_low_precision(kernel, eager, [q, k, v, *tensors.values()], dtype, grad_inputs=3 + len(tensors), floor=2e-3)
-    if emulated:
-        assert set(TENSOR_CORE_KERNELS) <= set(torch.ops.seqops_emu.take_launches())
+    check_low_precision_on_tensor_cores(device, kernel, eager, [q, k, v, *tensors.values()], dtype, 3 + len(tensors))
 
 
 @pytest.mark.parametrize("device,dtype", LOW_PRECISION_CASES)
@@ -333,30 +326,36 @@ def test_gradcheck(device, policy, causal, window):
     assert torch.autograd.gradcheck(fn, inputs)
 
 
+# The score policies, and options beyond them (a sliding window; rotary positions, with a window).
+OPTION_CASES = [(policy, {}) for policy in ["none", "bias", "t5", "alibi", "rel_keys"]] + [
+    ("t5", {"window_left": 3, "window_right": 1}),
+    ("t5", {"rotary_dim": 6, "rotary_interleaved": True, "window_left": 5, "window_right": 0}),
+    ("none", {"rotary_dim": 8, "rotary_base": 100.0}),
+]
+OPTION_IDS = [policy + "".join(f"-{k}={v}" for k, v in extra.items()) for policy, extra in OPTION_CASES]
+
+
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("policy", ["none", "bias", "t5", "alibi", "rel_keys"])
-def test_opcheck(device, policy):
+@pytest.mark.parametrize("policy,extra", OPTION_CASES, ids=OPTION_IDS)
+def test_opcheck(device, policy, extra):
     B, Hq, Hk, Lq, Lk, d = 2, 4, 2, 9, 11, 8
     q, k, v = [t.float().requires_grad_(True) for t in make_qkv(B, Hq, Hk, Lq, Lk, d, d, device=device)]
     score = {n: (t.float().requires_grad_(True) if isinstance(t, torch.Tensor) else t)
              for n, t in score_args(policy, Hq, Lq, Lk, d, B, device=device).items()}
     mask = random_mask(B, Lk, device, fully_masked_row=False)
-    args = (q, k, v, mask, True, None, 0.0, None, score.get("bias"), score.get("t5_table"),
-            score.get("t5_bidirectional", True), score.get("t5_max_distance", 128), score.get("alibi_slopes"),
-            score.get("rel_keys"), score.get("rel_scores"), score.get("content_bias"), score.get("position_bias"),
-            score.get("rel_zero"), None)
-    torch.library.opcheck(torch.ops.seqops.attention, args)
+    kwargs = {"key_padding_mask": mask, "causal": True, **score, **extra}
+    torch.library.opcheck(torch.ops.seqops.attention, (q, k, v), kwargs)
 
 
 @pytest.mark.parametrize("device", NATIVE_DEVICES)
-@pytest.mark.parametrize("policy", ["none", "bias", "t5", "alibi", "rel_keys"])
-def test_compile_fullgraph(device, policy):
+@pytest.mark.parametrize("policy,extra", OPTION_CASES, ids=OPTION_IDS)
+def test_compile_fullgraph(device, policy, extra):
     B, Hq, Hk, Lq, Lk, d = 1, 2, 1, 17, 23, 8
     q, k, v = make_qkv(B, Hq, Hk, Lq, Lk, d, d, torch.float32, device)
     score = {n: (t.float() if isinstance(t, torch.Tensor) else t)
              for n, t in score_args(policy, Hq, Lq, Lk, d, B, device=device).items()}
     tensors = {n: t.requires_grad_(True) for n, t in score.items() if isinstance(t, torch.Tensor)}
-    options = {n: t for n, t in score.items() if not isinstance(t, torch.Tensor)}
+    options = {**{n: t for n, t in score.items() if not isinstance(t, torch.Tensor)}, **extra}
     leaves = [t.requires_grad_(True) for t in (q, k, v)]
 
     def fn(q, k, v, *ts):

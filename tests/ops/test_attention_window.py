@@ -1,15 +1,16 @@
 """Sliding-window (local) attention: the op's window_left / window_right with every score policy,
-causal or not, masks, Lq > Lk, gradients, the tensor-core kernels, opcheck and torch.compile,
-against the float64 reference (seqops.reference.attention_keep's window). The gradcheck with a
-window is test_attention.py::test_gradcheck."""
+causal or not, masks, Lq > Lk, gradients and the tensor-core kernels, against the float64
+reference (seqops.reference.attention_keep's window). The gradcheck, opcheck and torch.compile
+with a window are test_attention.py's (test_gradcheck, test_opcheck, test_compile_fullgraph)."""
 import pytest
 import torch
 
 from seqops import reference as ref
 from seqops.ops import attention, attention_with_lse, window_bounds
 
-from support import DEVICES, LOW_PRECISION_CASES, NATIVE_DEVICES, check_low_precision, kernel_device, random_mask
-from support.attention_cases import POLICIES, check_against_reference, make_qkv, score_args
+from support import DEVICES, LOW_PRECISION_CASES, kernel_device, random_mask
+from support.attention_cases import (POLICIES, check_against_reference, check_low_precision_on_tensor_cores, make_qkv,
+                                     score_args)
 
 # (left, right): a single key, a narrow two-sided band, left only, right only, up to the diagonal,
 # and one wider than some queries' reach.
@@ -77,36 +78,7 @@ def test_window_low_precision(device, dtype, causal):
     def eager(q, k, v, t):
         return ref.attention(q, k, v, mask, causal, t5_table=t, **options)[0]
 
-    emulated = kernel_device(device) == "emu"
-    if emulated:
-        torch.ops.seqops_emu.take_launches()
-    check_low_precision(kernel, eager, [q, k, v, table], dtype, grad_inputs=4, floor=2e-3)
-    if emulated:
-        launched = set(torch.ops.seqops_emu.take_launches())
-        assert {"attention_forward_mma_kernel", "attention_dkdv_mma_kernel", "attention_dq_mma_kernel"} <= launched
-
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_window_opcheck(device):
-    q, k, v = [t.float().requires_grad_(True) for t in make_qkv(2, 4, 2, 9, 11, 8, 8, device=device)]
-    table = torch.randn(4, 32, device=device, requires_grad=True)
-    kwargs = {"key_padding_mask": random_mask(2, 11, device, fully_masked_row=False), "causal": True,
-              "t5_table": table, "window_left": 3, "window_right": 1}
-    torch.library.opcheck(torch.ops.seqops.attention, (q, k, v), kwargs)
-
-
-@pytest.mark.parametrize("device", NATIVE_DEVICES)
-def test_window_compile_fullgraph(device):
-    q, k, v = [t.requires_grad_(True) for t in make_qkv(1, 2, 1, 17, 23, 8, 8, torch.float32, device)]
-
-    def fn(q, k, v):
-        return attention(q, k, v, None, True, window_left=5, window_right=0)
-
-    compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
-    want, got = fn(q, k, v), compiled(q, k, v)
-    torch.testing.assert_close(got, want)
-    for g, w in zip(torch.autograd.grad(got.sum(), (q, k, v)), torch.autograd.grad(want.sum(), (q, k, v))):
-        torch.testing.assert_close(g, w)
+    check_low_precision_on_tensor_cores(device, kernel, eager, [q, k, v, table], dtype, 4)
 
 
 @pytest.mark.parametrize("device", DEVICES)

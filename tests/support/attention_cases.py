@@ -6,6 +6,8 @@ import torch
 from seqops import reference as ref
 from seqops.ops import attention_with_lse, dropout_rng
 
+from support import check_low_precision, kernel_device
+
 POLICIES = ["none", "bias", "bias_broadcast", "t5", "t5_causal_table", "alibi", "rel_keys", "rel_keys_partial"]
 
 
@@ -94,3 +96,18 @@ def philox_keep_of(seed, B, Hq, Lq, Lk, p, device):
     Philox of seqops.reference on the (seed, offset) pair dropout_rng takes from the generator."""
     torch.manual_seed(seed)
     return ref.attention_dropout_keep(dropout_rng(), B * Hq, Lq, Lk, p).reshape(B, Hq, Lq, Lk).to(device)
+
+
+TENSOR_CORE_KERNELS = ("attention_forward_mma_kernel", "attention_dkdv_mma_kernel", "attention_dq_mma_kernel")
+SIMT_KERNELS = ("attention_forward_kernel", "attention_dkdv_kernel", "attention_dq_kernel")
+
+
+def check_low_precision_on_tensor_cores(device, kernel, eager, inputs, dtype, grad_inputs):
+    """check_low_precision of kernel against eager (floor 2e-3); on the emulator the tensor-core
+    kernels (forward, dK/dV, dQ) must be among those that ran."""
+    emulated = kernel_device(device) == "emu"
+    if emulated:
+        torch.ops.seqops_emu.take_launches()
+    check_low_precision(kernel, eager, inputs, dtype, grad_inputs=grad_inputs, floor=2e-3)
+    if emulated:
+        assert set(TENSOR_CORE_KERNELS) <= set(torch.ops.seqops_emu.take_launches())

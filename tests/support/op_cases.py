@@ -45,6 +45,9 @@ class OpCase:
     reference: Callable[..., Tuple[Tensor, ...]]                      # seqops.reference
     grads: Tuple[str, ...]                                            # inputs with gradients
     min_length: int = 1
+    # The CUDA kernels round inputs they derive (rotated q and k) to a 16-bit input dtype before
+    # their tensor-core products: float32 results of such inputs (the lse) carry that rounding.
+    rounds_derived_inputs: bool = False
 
 
 def _randn(sizes: Sizes, g: torch.Generator, *shape: int, scale: float = 1.0) -> Tensor:
@@ -93,12 +96,16 @@ def _attention_inputs(policy: str):
         elif policy == "rel_keys":
             kw.update(rel_keys=_randn(sizes, g, Lq + Lk - 1, H, d), rel_scores=_randn(sizes, g, Lq + Lk - 1, H),
                       content_bias=_randn(sizes, g, H, d), position_bias=_randn(sizes, g, H, d))
+        elif policy == "rotary_window":  # rotary positions with a T5 term in a sliding window
+            kw.update(t5_table=_randn(sizes, g, H, 8), t5_max_distance=16, rotary_dim=2 * (d // 2),
+                      rotary_base=100.0, rotary_interleaved=True, window_left=3, window_right=1)
         return kw
     return inputs
 
 
 _ATTENTION_GRADS = {"plain": (), "bias": ("bias",), "t5": ("t5_table",), "alibi": ("alibi_slopes",),
-                    "rel_keys": ("rel_keys", "rel_scores", "content_bias", "position_bias")}
+                    "rel_keys": ("rel_keys", "rel_scores", "content_bias", "position_bias"),
+                    "rotary_window": ("t5_table",)}
 
 
 def _compress_inputs(mode: str):
@@ -129,7 +136,8 @@ CASES: Dict[str, OpCase] = {
                                      lambda mode=mode, **kw: (reference.masked_pool(**kw, mode=mode),), ("x",))
        for mode in ("mean", "max", "sum")},
     **{f"attention_{policy}": OpCase(_attention_inputs(policy), lambda **kw: seqops.ops.attention_with_lse(**kw),
-                                     _attention_reference, ("q", "k", "v") + _ATTENTION_GRADS[policy])
+                                     _attention_reference, ("q", "k", "v") + _ATTENTION_GRADS[policy],
+                                     rounds_derived_inputs=policy == "rotary_window")
        for policy in _ATTENTION_GRADS},
     "dropout": OpCase(_dropout_inputs, lambda **kw: (torch.ops.seqops.dropout(**kw),),
                       lambda **kw: (reference.dropout(**kw),), ("x",)),

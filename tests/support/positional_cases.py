@@ -1,9 +1,11 @@
 """The positional schemes' test cases: each module built with its original's constructor
-arguments and every parameter random, and the head sizes they share."""
+arguments (or, for the schemes without an original, typical ones) and every parameter random, and
+the head sizes they share."""
 import torch
 
-from seqops.nn import (EnformerPositionalEmbedding, LearnedPositionalEmbedding, SinusoidalPositionalEmbedding,
-                       T5PositionalEmbedding, TransformerXLPositionalEmbedding, UnifiedPositionalEmbedding)
+from seqops.nn import (EnformerPositionalEmbedding, LearnedPositionalEmbedding, RotaryPositionalEmbedding,
+                       SinusoidalPositionalEmbedding, T5PositionalEmbedding, TransformerXLPositionalEmbedding,
+                       UnifiedPositionalEmbedding)
 from seqops.nn.positional import PositionalEmbedding
 
 H, DH = 2, 8
@@ -19,12 +21,18 @@ ORIGINAL_KWARGS = {
                                               max_distance=20, pos_scale_factor=1)),
     "enformer": (EnformerPositionalEmbedding, dict(num_heads=H, head_dim=DH, dropout_p=0.0)),
 }
-RELATIVE = ["txl", "t5", "tupe", "enformer"]
+# Schemes beyond the originals: rotary (partial rotation, a small base so that every pair turns
+# several times over the tests' lengths).
+EXTRA_KWARGS = {
+    "rotary": (RotaryPositionalEmbedding, dict(head_dim=DH, num_heads=H, rotary_dim=6, base=50.0)),
+}
+SCHEMES = {**ORIGINAL_KWARGS, **EXTRA_KWARGS}
+RELATIVE = ["txl", "t5", "tupe", "enformer", "rotary"]
 
 
 def make(kind: str, dtype=torch.float32) -> PositionalEmbedding:
     """A module with every parameter random (the originals zero-initialize some)."""
-    cls, kwargs = ORIGINAL_KWARGS[kind]
+    cls, kwargs = SCHEMES[kind]
     m = cls(**kwargs).to(dtype)
     with torch.no_grad():
         for name, p in m.named_parameters():

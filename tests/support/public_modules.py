@@ -11,7 +11,7 @@ from seqops.nn import (CVTSeqPool, CompressiveFeedForward, CompressiveTransforme
                        CompressiveTransformerLM, Conv1dCompression, EnformerPositionalEmbedding, FeedForward, LAMA,
                        LAMAEncoder, LAMAPooler, LearnedPositionalEmbedding, Linformer, LinformerEncDec, LinformerLM,
                        MaxCompression, MeanCompression, MeanSeqPool, MHAttention, MultiheadAttention, Padder,
-                       RelativeMultiHeadAttention, SeqPool, SinusoidalPositionalEmbedding, T5PositionalEmbedding,
+                       RelativeMultiHeadAttention, RotaryPositionalEmbedding, SeqPool, SinusoidalPositionalEmbedding, T5PositionalEmbedding,
                        TransformerXLPositionalEmbedding, UnifiedPositionalEmbedding)
 
 D, H, DH = 16, 4, 4   # model width, heads, head width
@@ -123,6 +123,8 @@ CASES: Dict[str, ModuleCase] = {
         lambda L: (_x(L), None, None, _keep(L), True)),
     "MHA+Enformer": ModuleCase(lambda: _mha(EnformerPositionalEmbedding(num_heads=H, head_dim=DH, dropout_p=0.0)),
                                lambda L: (_x(L), None, None, _keep(L), False)),
+    "MHA+Rotary": ModuleCase(lambda: _mha(RotaryPositionalEmbedding(head_dim=DH, num_heads=H, base=100.0)),
+                             lambda L: (_x(L), None, None, _keep(L), True)),
     # Linformer
     "Linformer": ModuleCase(lambda: _linformer(), lambda L: (_x(L), _keep(L))),
     "Linformer-causal-conv": ModuleCase(lambda: _linformer(causal=True, method="convolution", dim_k=6),

@@ -45,22 +45,43 @@ Rows<A> rows_of(const at::Tensor& x) {
 }
 
 // The inputs in the compute type A (q contiguous, k and v as rows_of reads them), plus the
-// masks every policy shares.
+// masks and the rotary tables every policy shares.
 template <typename A>
 struct Operands {
   at::Tensor q;
   Rows<A> k, v;
   at::Tensor key_keep;  // (B, Lk) bool, contiguous: True where a key may be attended; or undefined
+  RotaryCosSin rotary_q, rotary_k;  // when a.rotary_dim > 0
+  RotaryTable<A> rot_q, rot_k;      // their views (half 0: no rotation)
   const A* q_data() const { return q.data_ptr<A>(); }
 };
 
 template <typename A>
-Operands<A> make_operands(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                          const AttentionOptions& s) {
+Operands<A> make_operands(const AttentionArgs& a, const at::Tensor& q, const at::Tensor& k,
+                          const at::Tensor& v, const AttentionOptions& s) {
   const auto dt = c10::CppTypeToScalarType<A>::value;
   Operands<A> o{q.to(dt).contiguous(), rows_of<A>(k), rows_of<A>(v), {}};
   if (s.key_padding_mask) o.key_keep = s.key_padding_mask->contiguous();
+  if (a.rotary_dim > 0) {
+    o.rotary_q = rotary_queries(a, q.options().dtype(dt));
+    o.rotary_k = rotary_keys(a, q.options().dtype(dt));
+    o.rot_q = o.rotary_q.template table<A>(a);
+    o.rot_k = o.rotary_k.template table<A>(a);
+  }
   return o;
+}
+
+// Rows first .. first + rows - 1 of src (row stride lds), rotated by `table` into dst (row
+// stride ldd, d features); dst may be src.
+template <typename A>
+void rotate_rows(const VectorPrimitives<A>& vp, const RotaryTable<A>& table, const A* src, int64_t lds, A* dst,
+                 int64_t ldd, int64_t d, int64_t first, int64_t rows) {
+  const int64_t rotated = 2 * table.half;
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t row = (first + r) * table.half;
+    vp.rotate_pairs(dst + r * ldd, src + r * lds, table.cos + row, table.sin + row, table.half, table.interleaved);
+    if (dst != src) std::copy(src + r * lds + rotated, src + r * lds + d, dst + r * ldd + rotated);
+  }
 }
 
 // Per-row keep factors of attention dropout (0 or 1 / (1 - p)), from the shared Philox stream.
@@ -79,6 +100,17 @@ struct TileScorer {
   const Operands<A>& ops;
   Policy& policy;
   const VectorPrimitives<A>& vp;
+  std::vector<A> rotated_keys = {};  // with rotary: the last tile's keys, rotated (cols x dim)
+
+  // The keys of the tile scores() last computed: K's rows in place, or their rotated copy.
+  const A* keys(int64_t b, int64_t h, int64_t j0, int64_t& ld) const {
+    if (ops.rot_k.on()) {
+      ld = a.dim;
+      return rotated_keys.data();
+    }
+    ld = ops.k.ld;
+    return ops.k.at(b, h / (a.heads_q / a.heads_k)) + j0 * ops.k.ld;
+  }
 
   // Keys a query row may see inside the tile: [first, end) (the causal limit and the window);
   // the rest of the row is set to -inf.
@@ -88,12 +120,17 @@ struct TileScorer {
 
   // S = qs K^T + term, masked.
   void scores(typename Policy::Workspace& ws, int64_t b, int64_t h, const A* qs, const Tile<A>& t) {
-    const int64_t hk = h / (a.heads_q / a.heads_k);
-    const A* K = ops.k.at(b, hk) + t.j0 * ops.k.ld;
+    if (ops.rot_k.on()) {  // this tile's keys, rotated into a tile-sized scratch
+      const A* K = ops.k.at(b, h / (a.heads_q / a.heads_k)) + t.j0 * ops.k.ld;
+      rotated_keys.resize(t.cols * a.dim);
+      rotate_rows(vp, ops.rot_k, K, ops.k.ld, rotated_keys.data(), a.dim, a.dim, t.j0, t.cols);
+    }
+    int64_t ldk;
+    const A* K = keys(b, h, t.j0, ldk);
     if (t.rows <= kVectorRows)
-      vp.project_rows(K, ops.k.ld, consecutive_rows(), t.cols, qs, t.rows, a.dim, t.s, t.ld, nullptr);
+      vp.project_rows(K, ldk, consecutive_rows(), t.cols, qs, t.rows, a.dim, t.s, t.ld, nullptr);
     else
-      gemm(t.s, t.ld, qs, a.dim, false, K, ops.k.ld, true, t.rows, t.cols, a.dim, false);
+      gemm(t.s, t.ld, qs, a.dim, false, K, ldk, true, t.rows, t.cols, a.dim, false);
     policy.add_scores(ws, b, h, t);
     const bool* keep = ops.key_keep.defined() ? ops.key_keep.template data_ptr<bool>() + b * a.len_k + t.j0 : nullptr;
     for (int64_t i = 0; i < t.rows; ++i) {
@@ -130,6 +167,7 @@ void forward_kernel(const AttentionArgs& a, const Operands<A>& ops, Policy& poli
       const int64_t hk = h / (a.heads_q / a.heads_k);
       const int64_t ni = std::min(bq, a.len_q - i0);
       policy.prepare_query(ws, b, h, i0, ni, d, ops.q_data() + (bh * a.len_q + i0) * d, qs.data.data());
+      if (ops.rot_q.on()) rotate_rows(vp, ops.rot_q, qs.data.data(), d, qs.data.data(), d, d, i0, ni);
       std::fill(m.begin(), m.end(), kNegInf<A>);
       std::fill(l.begin(), l.end(), A(0));
       std::fill(O.data.begin(), O.data.end(), A(0));
@@ -184,7 +222,6 @@ void backward_kernel(const AttentionArgs& a, const Operands<A>& ops, Policy& pol
     std::vector<A> D(bq);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / a.heads_k, hk = task % a.heads_k;
-      const A* K = ops.k.at(b, hk);
       const A* V = ops.v.at(b, hk);
       A* dK = dk + task * a.len_k * d;
       A* dV = dv_out + task * a.len_k * dv;
@@ -195,6 +232,7 @@ void backward_kernel(const AttentionArgs& a, const Operands<A>& ops, Policy& pol
           const int64_t row0 = bh * a.len_q + i0;
           const A* dO = grad_out + row0 * dv;
           policy.prepare_query(ws, b, h, i0, ni, d, ops.q_data() + row0 * d, qs.data.data());
+          if (ops.rot_q.on()) rotate_rows(vp, ops.rot_q, qs.data.data(), d, qs.data.data(), d, d, i0, ni);
           for (int64_t i = 0; i < ni; ++i)  // D_i = dO_i . O_i = sum_j P_ij dP_ij
             D[i] = vp.dot_acc(dO + i * dv, out + (row0 + i) * dv, dv);
           std::fill(dqc.data.begin(), dqc.data.end(), A(0));
@@ -227,7 +265,9 @@ void backward_kernel(const AttentionArgs& a, const Operands<A>& ops, Policy& pol
             gemm(dV + j0 * dv, dv, Pv, P.ld, true, dO, dv, false, nj, dv, ni, true);
             const Tile<A> dS{dP.data.data(), dP.ld, i0, ni, j0, nj};
             policy.grad_scores(ws, b, h, dS);
-            gemm(dqc.data.data(), d, dS.s, dS.ld, false, K + j0 * ops.k.ld, ops.k.ld, false, ni, d, nj, true);
+            int64_t ldk;
+            const A* Kt = scorer.keys(b, h, j0, ldk);  // rotated with rotary: dq of the rotated q
+            gemm(dqc.data.data(), d, dS.s, dS.ld, false, Kt, ldk, false, ni, d, nj, true);
             gemm(dK + j0 * d, d, dS.s, dS.ld, true, qs.data.data(), d, false, nj, d, ni, true);
           }
           policy.finish_query_grad(ws, b, h, i0, ni, d, dqc.data.data(), dq + row0 * d);
@@ -348,7 +388,7 @@ struct CpuAttention {
     at::Tensor out, lse;
     dispatch_compute_type(q, [&](auto zero) {
       using A = decltype(zero);
-      const Operands<A> ops = make_operands<A>(q, k, v, s);
+      const Operands<A> ops = make_operands<A>(a, q, k, v, s);
       const auto opts = compute_options<A>(q);
       at::Tensor out_acc = at::empty({a.batch, a.heads_q, a.len_q, a.dim_v}, opts);
       lse = at::empty({a.batch, a.heads_q, a.len_q}, opts);
@@ -367,7 +407,7 @@ struct CpuAttention {
     AttentionGrads g;
     dispatch_compute_type(q, [&](auto zero) {
       using A = decltype(zero);
-      const Operands<A> ops = make_operands<A>(q, k, v, s);
+      const Operands<A> ops = make_operands<A>(a, q, k, v, s);
       const auto opts = compute_options<A>(q);
       const at::Tensor go = grad_out.to(opts).contiguous(), o = out.to(opts).contiguous();
       const at::Tensor l = lse.contiguous();
@@ -379,6 +419,10 @@ struct CpuAttention {
                            dq.data_ptr<A>(), dk.data_ptr<A>(), dv.data_ptr<A>());
         policy.collect(g);
       });
+      if (a.rotary_dim > 0) {  // the kernel's dq, dk are those of the rotated q, k
+        unrotate_(dq, ops.rotary_q, a);
+        unrotate_(dk, ops.rotary_k, a);
+      }
       g.q = dq.to(q.scalar_type());
       g.k = dk.to(k.scalar_type());
       g.v = dv.to(v.scalar_type());

@@ -63,6 +63,7 @@ struct ScoreInputs {
   at::Tensor key_mask, bias, rel_table, buckets, slopes, rel_keys, rel_scores, content_bias,
       position_bias;
   std::array<int64_t, 4> bias_stride{};
+  RotaryCosSin rotary_q, rotary_k;  // when a.rotary_dim > 0
 };
 
 ScoreInputs prepare_scores(const AttentionArgs& a, const AttentionOptions& s, at::ScalarType acc,
@@ -72,6 +73,11 @@ ScoreInputs prepare_scores(const AttentionArgs& a, const AttentionOptions& s, at
     return t ? t->to(acc).contiguous() : at::Tensor();
   };
   if (s.key_padding_mask) in.key_mask = s.key_padding_mask->contiguous();
+  if (a.rotary_dim > 0) {
+    const auto opts = at::TensorOptions().dtype(acc).device(device);
+    in.rotary_q = rotary_queries(a, opts);
+    in.rotary_k = rotary_keys(a, opts);
+  }
   switch (a.policy) {
     case ScorePolicy::None: break;
     case ScorePolicy::DenseBias: {
@@ -129,6 +135,10 @@ Params<scalar_t> make_params(const AttentionArgs& a, const ScoreInputs& in) {
   p.rel_zero = a.policy == ScorePolicy::RelativeKeys ? a.rel_zero : 0;
   p.r_lo = a.r_min();
   p.num_rel = a.num_relative();
+  if (a.rotary_dim > 0) {
+    p.rot_q = in.rotary_q.table<acc_t>(a);
+    p.rot_k = in.rotary_k.table<acc_t>(a);
+  }
   return p;
 }
 
@@ -453,6 +463,10 @@ struct CudaAttention {
       });
     });
 
+    if (a.rotary_dim > 0) {  // the kernels' dq, dk are those of the rotated q, k
+      unrotate_(g.q, in.rotary_q, a);
+      unrotate_(g.k, in.rotary_k, a);
+    }
     // Score-term gradients: fixed-order sums over the batch and per bucket / distance.
     if (bias_grad) g.bias = dbias.sum_to_size(s.bias->sizes()).to(s.bias->scalar_type());
     if (!rel_grad) return g;

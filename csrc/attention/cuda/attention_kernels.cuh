@@ -14,9 +14,11 @@
 
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 #include "attention/key_band.h"
 #include "attention/relative_position.h"
+#include "attention/rotary.h"
 #include "common/cuda/shared_memory.cuh"
 #include "common/host_device.h"
 #include "common/philox.h"
@@ -105,6 +107,7 @@ struct Params {
   const acc_t *rel_keys, *rel_scores, *content_bias, *position_bias;  // R (L_rel, Hq, d) ...
   int64_t rel_len, rel_zero;
   int64_t r_lo, num_rel;  // relative positions r_lo .. r_lo + num_rel - 1 (every pair's r)
+  RotaryTable<acc_t> rot_q, rot_k;  // rotary positions of q's and k's rows (half 0: none)
   // Backward outputs besides dq, dk, dv (null when not wanted).
   acc_t* dbias;                     // (B, Hq, Lq, Lk) dS
   acc_t *dq_content, *dq_position;  // (B, Hq, Lq, d) the two parts of dq (relative keys)
@@ -190,17 +193,22 @@ __device__ __forceinline__ acc_t neg_inf() {
 }
 
 // dst(r, c) = src[(row0 + r) * row_stride + c] (+ add[c]) for r < rows and 0 <= row0 + r <
-// rows_total, else 0; rows up to the kMicro padding are written.
+// rows_total, else 0; rows up to the kMicro padding are written. With a rotary table that is on,
+// rows are rotated as they are stored (rotary.h; not combined with add).
 template <typename T, typename acc_t>
 __device__ void load_rows(Tile<acc_t> dst, int rows, int cols, const T* src, int64_t row_stride,
-                          int64_t row0, int64_t rows_total, const acc_t* add = nullptr) {
+                          int64_t row0, int64_t rows_total,
+                          const std::type_identity_t<acc_t>* add = nullptr,
+                          const RotaryTable<acc_t>& rot = {}) {
   const int n = static_cast<int>(round_up_micro(rows)) * cols;
   for (int idx = threadIdx.x; idx < n; idx += kThreads) {
     const int r = idx / cols, c = idx - r * cols;
     const int64_t row = row0 + r;
     acc_t x = 0;
     if (r < rows && row >= 0 && row < rows_total) {
-      x = static_cast<acc_t>(src[row * row_stride + c]);
+      const T* line = src + row * row_stride;
+      if (rot.on()) x = rot.rotated([&](int cc) { return static_cast<acc_t>(line[cc]); }, row, c);
+      else x = static_cast<acc_t>(line[c]);
       if (add != nullptr) x += add[c];
     }
     dst(r, c) = x;
@@ -400,7 +408,7 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(const Param
   const scalar_t* v = p.v + bhk * p.len_k * dv;
 
   load_rows(Q, bq, d, q, d, i0, p.len_q,
-            kRelKeys && p.content_bias != nullptr ? p.content_bias + h * d : nullptr);
+            kRelKeys && p.content_bias != nullptr ? p.content_bias + h * d : nullptr, p.rot_q);
   if constexpr (kRelKeys)
     load_rows(QPos, bq, d, q, d, i0, p.len_q,
               p.position_bias != nullptr ? p.position_bias + h * d : nullptr);
@@ -414,7 +422,7 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(const Param
   const int64_t key_end = p.band.key_end(i0, qrows);
 
   for (int64_t j0 = tile_start(p.band.key_begin(i0), bk); j0 < key_end; j0 += bk) {
-    load_rows(KV, bk, d, k, d, j0, p.len_k);
+    load_rows(KV, bk, d, k, d, j0, p.len_k, nullptr, p.rot_k);
     if constexpr (kRelKeys) {  // R rows n0 .. n0 + bq + bk - 2 serve the tile's pairs
       const int64_t n0 = j0 - (i0 + bq - 1) - p.query_offset + p.rel_zero;
       load_rows(R, bq + bk - 1, d, p.rel_keys + h * d, p.heads_q * d, n0, p.rel_len);
@@ -502,7 +510,7 @@ __global__ void __launch_bounds__(kThreads) attention_dkdv_kernel(const Params<s
   acc_t* lse = tile_of(p.plan, smem, kRowLse).ptr;
   acc_t* delta = tile_of(p.plan, smem, kRowDelta).ptr;
 
-  load_rows(K, bk, d, p.k + bhk * p.len_k * d, d, j0, p.len_k);
+  load_rows(K, bk, d, p.k + bhk * p.len_k * d, d, j0, p.len_k, nullptr, p.rot_k);
   load_rows(V, bk, dv, p.v + bhk * p.len_k * dv, dv, j0, p.len_k);
   zero_tile(dK, bk, d);
   zero_tile(dV, bk, dv);
@@ -513,7 +521,7 @@ __global__ void __launch_bounds__(kThreads) attention_dkdv_kernel(const Params<s
     const scalar_t* q = p.q + bh * p.len_q * d;
     for (int64_t i0 = i_first; i0 < i_end; i0 += bq) {
       load_rows(Q, bq, d, q, d, i0, p.len_q,
-                kRelKeys && p.content_bias != nullptr ? p.content_bias + h * d : nullptr);
+                kRelKeys && p.content_bias != nullptr ? p.content_bias + h * d : nullptr, p.rot_q);
       load_rows(dO, bq, dv, p.grad_out + bh * p.len_q * dv, dv, i0, p.len_q);
       load_vector(lse, bq, p.lse + bh * p.len_q, i0, p.len_q);
       load_vector(delta, bq, p.delta + bh * p.len_q, i0, p.len_q);
@@ -583,7 +591,7 @@ __global__ void __launch_bounds__(kThreads) attention_dq_kernel(const Params<sca
   const scalar_t* v = p.v + bhk * p.len_k * dv;
 
   load_rows(Q, bq, d, q, d, i0, p.len_q,
-            kRelKeys && p.content_bias != nullptr ? p.content_bias + h * d : nullptr);
+            kRelKeys && p.content_bias != nullptr ? p.content_bias + h * d : nullptr, p.rot_q);
   load_rows(dO, bq, dv, p.grad_out + bh * p.len_q * dv, dv, i0, p.len_q);
   load_vector(lse, bq, p.lse + bh * p.len_q, i0, p.len_q);
   load_vector(delta, bq, p.delta + bh * p.len_q, i0, p.len_q);
@@ -597,7 +605,7 @@ __global__ void __launch_bounds__(kThreads) attention_dq_kernel(const Params<sca
   const int64_t key_end = p.band.key_end(i0, qrows);
 
   for (int64_t j0 = tile_start(p.band.key_begin(i0), bk); j0 < key_end; j0 += bk) {
-    load_rows(K, bk, d, k, d, j0, p.len_k);
+    load_rows(K, bk, d, k, d, j0, p.len_k, nullptr, p.rot_k);
     load_rows(V, bk, dv, v, dv, j0, p.len_k);
     if constexpr (kRelKeys) {
       const int64_t n0 = j0 - (i0 + bq - 1) - p.query_offset + p.rel_zero;
@@ -689,11 +697,11 @@ __global__ void __launch_bounds__(kThreads) attention_relative_kernel(const Para
   for (int64_t i0 = i_begin; i0 < i_end; i0 += bq) {
     const int64_t jb = i0 + r0 + p.query_offset;
     load_rows(Q, bq, d, q, d, i0, p.len_q,
-              kRelKeys && p.content_bias != nullptr ? p.content_bias + h * d : nullptr);
+              kRelKeys && p.content_bias != nullptr ? p.content_bias + h * d : nullptr, p.rot_q);
     load_rows(dO, bq, dv, p.grad_out + bh * p.len_q * dv, dv, i0, p.len_q);
     load_vector(lse, bq, p.lse + bh * p.len_q, i0, p.len_q);
     load_vector(delta, bq, p.delta + bh * p.len_q, i0, p.len_q);
-    load_rows(K, span, d, k, d, jb, p.len_k);
+    load_rows(K, span, d, k, d, jb, p.len_k, nullptr, p.rot_k);
     load_rows(V, span, dv, v, dv, jb, p.len_k);
     if constexpr (kRelKeys)
       load_rows(QPos, bq, d, q, d, i0, p.len_q,

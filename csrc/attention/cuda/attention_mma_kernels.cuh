@@ -68,10 +68,22 @@ constexpr MmaInput mma_input() {
 
 // rows x cols of src (row stride cols) from row row0 into dst (row stride ld), 0 past `total`.
 // 16-byte accesses when src is 16-byte aligned (then every row is: cols is a multiple of 16 and
-// ld of 8); 2-byte ones otherwise (an input whose storage offset is not a multiple of 8).
+// ld of 8); 2-byte ones otherwise (an input whose storage offset is not a multiple of 8). With a
+// rotary table that is on, element by element, each rotated in float and rounded once.
 template <typename scalar_t>
 __device__ void load_tile_16bit(uint16_t* dst, int ld, const scalar_t* src, int cols, int64_t row0,
-                                int64_t total, int rows) {
+                                int64_t total, int rows, const RotaryTable<float>& rot = {}) {
+  if (rot.on()) {
+    for (int idx = threadIdx.x; idx < rows * cols; idx += kThreads) {
+      const int r = idx / cols, c = idx - r * cols;
+      const int64_t row = row0 + r;
+      const scalar_t* line = src + row * cols;
+      dst[r * ld + c] =
+          row < total ? scalar_t(rot.rotated([&](int cc) { return static_cast<float>(line[cc]); }, row, c)).x
+                      : uint16_t(0);
+    }
+    return;
+  }
   if (aligned16(src)) {
     const int vcols = cols / 8;
     for (int idx = threadIdx.x; idx < rows * vcols; idx += kThreads) {
@@ -130,7 +142,7 @@ __global__ void __launch_bounds__(kThreads) attention_forward_mma_kernel(const P
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const scalar_t* k = p.k + blk.bhk * p.len_k * d;
   const scalar_t* v = p.v + blk.bhk * p.len_k * dv;
-  load_tile_16bit(Qs, ldq, p.q + bh * p.len_q * d, d, i0, p.len_q, kMmaRows);
+  load_tile_16bit(Qs, ldq, p.q + bh * p.len_q * d, d, i0, p.len_q, kMmaRows, p.rot_q);
   const uint16_t* Qw = Qs + warp * 16 * ldq;  // this warp's 16 rows
 
   float o[kVChunks][4];
@@ -142,7 +154,7 @@ __global__ void __launch_bounds__(kThreads) attention_forward_mma_kernel(const P
 
   for (int64_t j0 = tile_start(p.band.key_begin(i0), kMmaKeys); j0 < key_end; j0 += kMmaKeys) {
     __syncthreads();  // every warp is done with the previous K and V tiles
-    load_tile_16bit(Ks, ldq, k, d, j0, p.len_k, kMmaKeys);
+    load_tile_16bit(Ks, ldq, k, d, j0, p.len_k, kMmaKeys, p.rot_k);
     load_tile_16bit(Vs, ldv, v, dv, j0, p.len_k, kMmaKeys);
     __syncthreads();
     float s[kKeyChunks][4];
@@ -230,7 +242,7 @@ __global__ void __launch_bounds__(kThreads) attention_dkdv_mma_kernel(const Para
   const int64_t b = bhk / p.heads_k, hk = bhk % p.heads_k;
   const int64_t j0 = tile * kMmaRows;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  load_tile_16bit(Ks, ldk, p.k + bhk * p.len_k * d, d, j0, p.len_k, kMmaRows);
+  load_tile_16bit(Ks, ldk, p.k + bhk * p.len_k * d, d, j0, p.len_k, kMmaRows, p.rot_k);
   load_tile_16bit(Vs, ldv, p.v + bhk * p.len_k * dv, dv, j0, p.len_k, kMmaRows);
   const uint16_t* Kw = Ks + warp * 16 * ldk;  // this warp's 16 keys
   const uint16_t* Vw = Vs + warp * 16 * ldv;
@@ -246,7 +258,7 @@ __global__ void __launch_bounds__(kThreads) attention_dkdv_mma_kernel(const Para
     const int64_t bh = b * p.heads_q + h;
     for (int64_t i0 = i_first; i0 < i_end; i0 += kMmaStep) {
       __syncthreads();  // every warp is done with the previous query tile
-      load_tile_16bit(Qs, ldk, p.q + bh * p.len_q * d, d, i0, p.len_q, kMmaStep);
+      load_tile_16bit(Qs, ldk, p.q + bh * p.len_q * d, d, i0, p.len_q, kMmaStep, p.rot_q);
       load_tile_16bit(dOs, ldv, p.grad_out + bh * p.len_q * dv, dv, i0, p.len_q, kMmaStep);
       load_vector(lse, kMmaStep, p.lse + bh * p.len_q, i0, p.len_q);
       load_vector(delta, kMmaStep, p.delta + bh * p.len_q, i0, p.len_q);
@@ -296,7 +308,7 @@ __global__ void __launch_bounds__(kThreads) attention_dq_mma_kernel(const Params
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const scalar_t* k = p.k + blk.bhk * p.len_k * d;
   const scalar_t* v = p.v + blk.bhk * p.len_k * dv;
-  load_tile_16bit(Qs, ldq, p.q + bh * p.len_q * d, d, i0, p.len_q, kMmaRows);
+  load_tile_16bit(Qs, ldq, p.q + bh * p.len_q * d, d, i0, p.len_q, kMmaRows, p.rot_q);
   load_tile_16bit(dOs, ldv, p.grad_out + bh * p.len_q * dv, dv, i0, p.len_q, kMmaRows);
   const uint16_t* Qw = Qs + warp * 16 * ldq;
   const uint16_t* dOw = dOs + warp * 16 * ldv;
@@ -314,7 +326,7 @@ __global__ void __launch_bounds__(kThreads) attention_dq_mma_kernel(const Params
   const int64_t key_end = p.band.key_end(i0, rows_from(i0, p.len_q, kMmaRows));
   for (int64_t j0 = tile_start(p.band.key_begin(i0), kMmaStep); j0 < key_end; j0 += kMmaStep) {
     __syncthreads();  // every warp is done with the previous key tile
-    load_tile_16bit(Ks, ldq, k, d, j0, p.len_k, kMmaStep);
+    load_tile_16bit(Ks, ldq, k, d, j0, p.len_k, kMmaStep, p.rot_k);
     load_tile_16bit(Vs, ldv, v, dv, j0, p.len_k, kMmaStep);
     __syncthreads();
     float s[kKeyChunks][4], dp[kKeyChunks][4];

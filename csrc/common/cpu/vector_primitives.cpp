@@ -321,6 +321,36 @@ void softmax_grad(Acc<T>* ds, const Acc<T>* p, Acc<T> d, int64_t n) {
     store_acc(ds + i, load_acc(p + i, n - i) * (load_acc(ds + i, n - i) - Vec(d)), n - i);
 }
 
+template <typename T>
+void rotate_pairs(Acc<T>* y, const Acc<T>* x, const Acc<T>* c, const Acc<T>* s, int64_t half,
+                  bool interleaved) {
+  using Vec = Vectorized<Acc<T>>;
+  constexpr int64_t W = Vec::size();
+  if (!interleaved) {
+    for (int64_t p = 0; p < half; p += W) {
+      const int64_t m = half - p;
+      const Vec a = load_acc(x + p, m), b = load_acc(x + half + p, m);
+      const Vec cv = load_acc(c + p, m), sv = load_acc(s + p, m);
+      store_acc(y + p, a * cv - b * sv, m);
+      store_acc(y + half + p, a * sv + b * cv, m);
+    }
+    return;
+  }
+  int64_t p = 0;
+  for (; p + W <= half; p += W) {  // W pairs: two vectors of features, split into a's and b's
+    const auto [a, b] = at::vec::deinterleave2(Vec::loadu(x + 2 * p), Vec::loadu(x + 2 * p + W));
+    const Vec cv = Vec::loadu(c + p), sv = Vec::loadu(s + p);
+    const auto [lo, hi] = at::vec::interleave2(a * cv - b * sv, a * sv + b * cv);
+    lo.store(y + 2 * p);
+    hi.store(y + 2 * p + W);
+  }
+  for (; p < half; ++p) {
+    const Acc<T> a = x[2 * p], b = x[2 * p + 1];
+    y[2 * p] = a * c[p] - b * s[p];
+    y[2 * p + 1] = a * s[p] + b * c[p];
+  }
+}
+
 constexpr int kPhiloxLanes = 16;
 
 // x86 has no 32-bit vector multiply-high, but vpmuludq multiplies the even 32-bit lanes into
@@ -462,7 +492,7 @@ const VectorPrimitives<T>& primitives() {
                                          &axpy_acc<T>,   &scale_axpy<T>, &max_update<T>,
                                          &project_rows<T>, &weighted_row_sum<T>, &activate_inplace<T>,
                                          &exp_sum<T>,    &row_max<T>,    &add<T>,
-                                         &scale<T>,      &softmax_grad<T>, &attention_dropout_row<T>, &dropout_apply<T>, &store<T>,
+                                         &scale<T>,      &softmax_grad<T>, &rotate_pairs<T>, &attention_dropout_row<T>, &dropout_apply<T>, &store<T>,
                                          &store_scaled<T>};
   return table;
 }

@@ -40,6 +40,11 @@ struct VectorPrimitives {
   void (*scale)(acc_t* y, acc_t s, int64_t n);         // y *= s
   // The softmax backward of one row: ds = p * (ds - d).
   void (*softmax_grad)(acc_t* ds, const acc_t* p, acc_t d, int64_t n);
+  // Rotary positions (attention/rotary.h) on one row's 2 * half rotated features: y = x with
+  // each pair (a, b) turned to (a c[p] - b s[p], a s[p] + b c[p]); pairs (p, p + half), or
+  // (2p, 2p + 1) when interleaved. y may be x.
+  void (*rotate_pairs)(acc_t* y, const acc_t* x, const acc_t* c, const acc_t* s, int64_t half,
+                       bool interleaved);
   // out[j] = inv where element (bh, i, j0 + j) of the attention-dropout stream of
   // common/philox.h is kept and 0 where it is dropped, for j < cols.
   void (*attention_dropout_row)(uint64_t seed, uint64_t offset, int64_t bh, int64_t i, int64_t j0,
