@@ -64,7 +64,9 @@ int main() {
   auto attention = dispatcher.findSchemaOrThrow("seqops::attention", "");
   std::vector<c10::IValue> stack{qa, ka, va, key_mask, true, c10::IValue(), 0.0, c10::IValue(),
                                  c10::IValue(), c10::IValue(), true, int64_t{128}, slopes};
-  for (int i = 0; i < 6; ++i) stack.emplace_back();  // rel_keys .. query_offset: None
+  // The rest (rel_keys onwards) at their schema defaults: a boxed call must push every argument.
+  const auto& arguments = attention.schema().arguments();
+  for (size_t i = stack.size(); i < arguments.size(); ++i) stack.push_back(*arguments[i].default_value());
   attention.callBoxed(&stack);
   const at::Tensor i_pos = at::arange(Lq, opts).unsqueeze(1) + (Lk - Lq), j_pos = at::arange(Lk, opts);
   const at::Tensor visible = (j_pos <= i_pos).logical_and(key_mask.view({3, 1, 1, Lk}));
