@@ -17,7 +17,8 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from seqops.bench.timing import compare, forward_call, markdown_table, run_script, training_call
+from seqops.bench.families import flex_masked
+from seqops.bench.timing import markdown_table, pass_rows, run_script
 from seqops.ops import attention
 
 
@@ -28,18 +29,9 @@ def band_mask(n, window):
 
 
 def flex_window(n, window):
-    """A compiled flex_attention call with the window's block mask, or None where flex cannot run."""
-    try:
-        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
-    except ImportError:
-        return None
-
     def mask_mod(b, h, q_idx, kv_idx):
         return (kv_idx <= q_idx) & (kv_idx >= q_idx - window)
-
-    block_mask = create_block_mask(mask_mod, None, None, n, n, device="cpu")
-    compiled = torch.compile(flex_attention)
-    return lambda q, k, v: compiled(q, k, v, block_mask=block_mask)
+    return flex_masked(mask_mod, n)
 
 
 def main():
@@ -71,13 +63,7 @@ def main():
             if "full" not in name and "causal" not in name:
                 torch.testing.assert_close(fn(qd, kd, vd), want, atol=1e-4, rtol=1e-4, msg=lambda m: f"{name}: {m}")
 
-    rows = []
-    for label, wrap in (("forward", forward_call), ("forward + backward", training_call)):
-        cases = {name: wrap(fn, q, k, v) for name, fn in fns.items() if wrap is forward_call or name != "flex"}
-        times = compare(cases, repeats=args.repeats, warmup=1)
-        base = times["seqops window"]
-        for name, t in times.items():
-            rows.append([label, name, f"{t * 1e3:.1f}", f"{t / base:.2f}"])
+    rows = pass_rows(fns, lambda name: (q, k, v), "seqops window", args.repeats, forward_only=["flex"])
     print(f"causal sliding window {w}, n {n}, B {B}, H {H}, d {d}, float32, "
           f"{torch.get_num_threads()} threads")
     print(markdown_table(["pass", "method", "ms", "x seqops window"], rows))

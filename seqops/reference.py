@@ -246,11 +246,16 @@ def dropout(x: Tensor, p: float, rng: Tensor) -> Tensor:
 
 def attention(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor] = None,
               causal: bool = False, dropout_mask: Optional[Tensor] = None, dropout_p: float = 0.0,
-              window_left: int = -1, window_right: int = -1, **score) -> Tuple[Tensor, Tensor]:
+              window_left: int = -1, window_right: int = -1, cu_seqlens: Optional[Tensor] = None,
+              **score) -> Tuple[Tensor, Tensor]:
     """softmax(logits, masked) @ v and the log-sum-exp per query, materialized.
 
     dropout_mask (B, Hq, Lq, Lk) bool, True = kept, scaled by 1 / (1 - dropout_p). The window
-    and causal as in attention_keep. Queries that see no key give zeros and lse = -inf."""
+    and causal as in attention_keep. Queries that see no key give zeros and lse = -inf.
+    cu_seqlens (packed sequences): each sequence cut out of the rows and attended alone."""
+    if cu_seqlens is not None:
+        return _packed_attention(q, k, v, cu_seqlens, key_padding_mask, causal, dropout_mask, dropout_p,
+                                 window_left, window_right, **score)
     B, Hq, Lq, _ = q.shape
     Lk = k.shape[2]
     logits = attention_logits(q, k, **score)
@@ -261,6 +266,33 @@ def attention(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor
         p = p * dropout_mask / (1.0 - dropout_p)
     out = p @ v.repeat_interleave(Hq // v.shape[1], dim=1)
     return out, lse
+
+
+def _packed_attention(q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor, key_padding_mask: Optional[Tensor],
+                      causal: bool, dropout_mask: Optional[Tensor], dropout_p: float, window_left: int,
+                      window_right: int, **score) -> Tuple[Tensor, Tensor]:
+    """attention of each packed sequence alone (tokens cu_seqlens[s] .. cu_seqlens[s + 1] - 1 of
+    q, k, v, the mask and the dense bias), concatenated. Raises where the op must."""
+    offsets = cu_seqlens.tolist()
+    if (q.shape[2] != k.shape[2] or offsets[0] != 0 or offsets[-1] != q.shape[2]
+            or any(b < a for a, b in zip(offsets, offsets[1:])) or score.get("query_offset") is not None):
+        raise ValueError("cu_seqlens must run from 0 to Lq = Lk, non-decreasing, without query_offset")
+    outs, lses = [], []
+    for start, end in zip(offsets, offsets[1:]):
+        if end == start:
+            continue
+        cut = slice(start, end)
+        part = dict(score)
+        if part.get("bias") is not None:  # broadcast dimensions stay whole
+            bias = part["bias"]
+            part["bias"] = bias[..., cut if bias.shape[-2] > 1 else slice(None), cut if bias.shape[-1] > 1 else slice(None)]
+        out, lse = attention(q[:, :, cut], k[:, :, cut], v[:, :, cut],
+                             None if key_padding_mask is None else key_padding_mask[:, cut], causal,
+                             None if dropout_mask is None else dropout_mask[..., cut, cut], dropout_p,
+                             window_left, window_right, **part)
+        outs.append(out)
+        lses.append(lse)
+    return torch.cat(outs, dim=2), torch.cat(lses, dim=2)
 
 
 # ----------------------------------------------------------------------------- compress

@@ -19,6 +19,9 @@
 // Visibility (key_band.h): causal and the sliding window (window_left, window_right; -1 =
 // unbounded) keep key j for query i iff -window_left <= j - (i + Lk - Lq) <= window_right (<= 0
 // when causal), the bottom-right-aligned window of FlashAttention.
+// Packed sequences (cu_seqlens, attention/packed_sequences.h): several sequences share each row
+// of tokens (self-attention: q and k packed alike); a query sees only keys of its own sequence,
+// and every position (r, rotary, causal, window) counts from its sequence's first token.
 #pragma once
 #include <ATen/ATen.h>
 
@@ -59,7 +62,8 @@ using OptTensor = std::optional<at::Tensor>;
   X(int64_t, window_right, "int window_right=-1")                           \
   X(int64_t, rotary_dim, "int rotary_dim=0")                                \
   X(double, rotary_base, "float rotary_base=10000.0")                       \
-  X(bool, rotary_interleaved, "bool rotary_interleaved=False")
+  X(bool, rotary_interleaved, "bool rotary_interleaved=False")             \
+  X(const OptTensor&, cu_seqlens, "Tensor? cu_seqlens=None")
 
 // The options that carry a gradient, in attention_backward's output order (after q, k, v).
 #define SEQOPS_ATTENTION_SCORE_GRADS(X) \
@@ -92,6 +96,8 @@ struct AttentionArgs {
   int64_t rotary_dim;         // rotated features of q and k (0: none); see rotary.h
   double rotary_base;
   bool rotary_interleaved;
+  int64_t num_sequences, max_seqlen;  // packed sequences per row and the longest (0: not packed)
+  const int64_t* seq_offsets;         // packed: cu_seqlens on the host (PackedSequences::restrict)
   // The causal diagonal: query i's own position among the keys is i + causal_shift.
   int64_t causal_shift() const { return len_k - len_q; }
   // Relative positions any (query, key) pair can have: [r_min, r_max].

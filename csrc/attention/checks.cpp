@@ -2,6 +2,7 @@
 #include <cmath>
 
 #include "attention/attention.h"
+#include "attention/packed_sequences.h"
 #include "common/checks.h"
 #include "common/dtype.h"
 
@@ -132,6 +133,7 @@ AttentionArgs check_attention(const at::Tensor& q, const at::Tensor& k, const at
                 a.batch * a.heads_q, ", query length ", a.len_q, ", key length ", a.len_k);
   }
   a.query_offset = s.query_offset.value_or(a.len_k - a.len_q);
+  check_packed_sequences(a, s, q);
 
   a.policy = select_policy(s);
   switch (a.policy) {

@@ -9,6 +9,7 @@
 #include <tuple>
 
 #include "attention/attention.h"
+#include "attention/packed_sequences.h"
 
 namespace seqops {
 
@@ -23,7 +24,8 @@ std::tuple<at::Tensor, at::Tensor> attention_forward_entry(
     const at::Tensor& v SEQOPS_ATTENTION_OPTIONS(SEQOPS_OPTION_PARAM)) {
   const AttentionOptions o{SEQOPS_ATTENTION_OPTIONS(SEQOPS_OPTION_INIT)};
   const AttentionArgs a = check_attention(q, k, v, o);
-  return Kernels::forward(a, q, k, v, o);
+  const PackedSequences packed = packed_sequences(a, o, q.device());
+  return Kernels::forward(packed.restrict(a), q, k, v, o);
 }
 
 // (grad_q, grad_k, grad_v, then one gradient per SEQOPS_ATTENTION_SCORE_GRADS entry).
@@ -41,7 +43,8 @@ AttentionGradTuple attention_backward_entry(
   const AttentionArgs a = check_attention(q, k, v, o);
   check_attention_backward(a, q, grad_out, out, lse);
   TORCH_CHECK(!bias_grad || a.policy == ScorePolicy::DenseBias, "bias_grad needs a bias");
-  AttentionGrads g = Kernels::backward(a, grad_out, q, k, v, out, lse, o, bias_grad);
+  const PackedSequences packed = packed_sequences(a, o, q.device());
+  AttentionGrads g = Kernels::backward(packed.restrict(a), grad_out, q, k, v, out, lse, o, bias_grad);
   // Absent gradients come back as empty tensors of q's dtype and device.
 #define SEQOPS_FILL_ABSENT(name) \
   if (!g.name.defined()) g.name = at::empty({0}, q.options());

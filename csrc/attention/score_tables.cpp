@@ -52,13 +52,12 @@ at::Tensor alibi_distance(const AttentionArgs& a, const at::TensorOptions& optio
       .to(options);
 }
 
-RotaryCosSin rotary_cos_sin(const AttentionArgs& a, int64_t first, int64_t rows,
-                            const at::TensorOptions& options) {
+RotaryCosSin rotary_cos_sin(const AttentionArgs& a, const at::Tensor& positions, const at::TensorOptions& options) {
   const auto f64 = options.dtype(at::kDouble);
   const int64_t half = a.rotary_dim / 2;
   // theta_p = base^(-2p / rotary_dim); angle = position * theta_p.
   const at::Tensor theta = at::pow(a.rotary_base, at::arange(half, f64) * (-2.0 / a.rotary_dim));
-  const at::Tensor angle = at::arange(first, first + rows, f64).unsqueeze(1) * theta.unsqueeze(0);
+  const at::Tensor angle = positions.unsqueeze(1) * theta.unsqueeze(0);
   return {angle.cos().to(options).contiguous(), angle.sin().to(options).contiguous()};
 }
 

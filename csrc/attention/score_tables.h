@@ -4,6 +4,7 @@
 // relative position r = r_min + n.
 #pragma once
 #include "attention/attention.h"
+#include "attention/packed_sequences.h"
 #include "attention/relative_position.h"
 #include "attention/rotary.h"
 
@@ -25,7 +26,7 @@ at::Tensor t5_relative_table(const at::Tensor& t5_table, const at::Tensor& bucke
 // ALiBi: the term is slope_h * distance[n] with distance = -|r|, (num_relative,) in `options`.
 at::Tensor alibi_distance(const AttentionArgs& a, const at::TensorOptions& options);
 
-// Rotary (attention/rotary.h): cos and sin of the angles of positions first .. first + rows - 1,
+// Rotary (attention/rotary.h): cos and sin of the angles of `positions` (float64, one per row),
 // (rows, rotary_dim / 2) each in `options` (computed in float64), and the tables the kernels
 // read of them.
 struct RotaryCosSin {
@@ -36,14 +37,13 @@ struct RotaryCosSin {
             a.rotary_interleaved};
   }
 };
-RotaryCosSin rotary_cos_sin(const AttentionArgs& a, int64_t first, int64_t rows,
-                            const at::TensorOptions& options);
-// Queries sit at i + query_offset, keys at j.
-inline RotaryCosSin rotary_queries(const AttentionArgs& a, const at::TensorOptions& options) {
-  return rotary_cos_sin(a, a.query_offset, a.len_q, options);
+RotaryCosSin rotary_cos_sin(const AttentionArgs& a, const at::Tensor& positions, const at::TensorOptions& options);
+// Queries sit at i + query_offset, keys at j; packed sequences count from each sequence's start.
+inline RotaryCosSin rotary_queries(const AttentionArgs& a, const AttentionOptions& o, const at::TensorOptions& options) {
+  return rotary_cos_sin(a, token_positions(a, o, a.query_offset, a.len_q, options.device()), options);
 }
-inline RotaryCosSin rotary_keys(const AttentionArgs& a, const at::TensorOptions& options) {
-  return rotary_cos_sin(a, 0, a.len_k, options);
+inline RotaryCosSin rotary_keys(const AttentionArgs& a, const AttentionOptions& o, const at::TensorOptions& options) {
+  return rotary_cos_sin(a, token_positions(a, o, 0, a.len_k, options.device()), options);
 }
 // The kernels' gradient with respect to the rotated q or k, g (B, H, L, d), turned in place into
 // the gradient of the input (the inverse rotation: every pair turned by minus its angle).

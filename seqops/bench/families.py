@@ -7,7 +7,7 @@ check that the mapping covers every registered op.
 """
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, List
+from typing import Callable, Dict, Iterator, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -125,6 +125,18 @@ def flex_t5(table: torch.Tensor, n: int, per_distance: bool = False) -> Callable
     # codegen error in torch 2.13 (undeclared cur_kvSplitSize<N>).
     compiled = torch.compile(flex_attention, fullgraph=True, dynamic=False)
     return lambda q, k, v: compiled(q, k, v, score_mod=score_mod)
+
+
+def flex_masked(mask_mod: Callable[..., torch.Tensor], n: int) -> Optional[Callable[..., torch.Tensor]]:
+    """Compiled flex_attention over the (n, n) CPU block mask of mask_mod (block-sparse: blocks
+    the mask hides entirely are skipped), or None where FlexAttention is missing."""
+    try:
+        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+    except ImportError:
+        return None
+    block_mask = create_block_mask(mask_mod, None, None, n, n, device="cpu")
+    compiled = torch.compile(flex_attention)
+    return lambda q, k, v: compiled(q, k, v, block_mask=block_mask)
 
 
 def attention(device: str, dtype: torch.dtype, profile: str) -> Iterator[Case]:

@@ -4,7 +4,7 @@ import ctypes
 import statistics
 import sys
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
@@ -49,6 +49,21 @@ def training_call(fn: Callable[..., torch.Tensor], *inputs: torch.Tensor) -> Cal
         out = fn(*inputs)
         torch.autograd.grad(out, inputs, torch.ones_like(out))
     return run
+
+
+def pass_rows(fns: Dict[str, Callable[..., torch.Tensor]], inputs_of: Callable[[str], Sequence[torch.Tensor]],
+              base: str, repeats: int, forward_only: Sequence[str] = ()) -> List[List[str]]:
+    """Rows [pass, method, ms, x base] of a benchmark table: each fn(*inputs_of(name)) timed
+    interleaved (compare) forward (forward_call) and forward + backward (training_call, but for
+    the names in forward_only), with its time over base's."""
+    rows = []
+    for label, wrap in (("forward", forward_call), ("forward + backward", training_call)):
+        cases = {name: wrap(fn, *inputs_of(name)) for name, fn in fns.items()
+                 if wrap is forward_call or name not in forward_only}
+        times = compare(cases, repeats=repeats, warmup=1)
+        for name, t in times.items():
+            rows.append([label, name, f"{t * 1e3:.1f}", f"{t / times[base]:.2f}"])
+    return rows
 
 
 def _rss_peak_reset() -> Optional[int]:

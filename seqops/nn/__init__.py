@@ -9,6 +9,7 @@ from .compressive import (AttentionReconstructionLoss, CompressiveFeedForward, C
                           RelativeMultiHeadAttention, from_labml_state_dict, load_labml_state_dict)
 from .dropout import Dropout
 from .kv_cache import KVCache
+from .packing import pack_sequences, packed_positions, unpack_sequences
 from .linformer import (FeedForward, LinearAttentionHead, Linformer, LinformerEncDec, LinformerLM,
                         MHAttention, Padder, SequenceProjection, Visualizer, get_EF,
                         load_linformer_pytorch)
@@ -29,4 +30,4 @@ __all__ = ["CVTSeqPool", "Dropout", "EnformerPositionalEmbedding", "KVCache", "L
            "CompressiveTransformer", "CompressiveTransformerLayer", "CompressiveTransformerLM",
            "Conv1dCompression", "MaxCompression", "MeanCompression", "PoolCompression",
            "ReconstructionInputs", "RelativeMultiHeadAttention", "from_labml_state_dict",
-           "load_labml_state_dict"]
+           "load_labml_state_dict", "pack_sequences", "packed_positions", "unpack_sequences"]

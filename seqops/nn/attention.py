@@ -22,7 +22,7 @@ class MultiheadAttention(nn.Module):
     as in the original two-API design, and make the attention plain.
 
     forward(query, key=None, value=None, key_padding_mask=None, causal=False, positions_q=None,
-    positions_k=None, cache=None, cache_layer=0):
+    positions_k=None, cache=None, cache_layer=0, cu_seqlens=None):
         query (B, Lq, E), key/value (B, Lk, E) (key and value default to query: self-attention;
         (L, B, E) when batch_first=False); key_padding_mask bool (B, Lk), **True = may attend**
         (the opposite of torch.nn.MultiheadAttention's convention); causal: query i sees keys
@@ -38,6 +38,11 @@ class MultiheadAttention(nn.Module):
     (B, Lk). Absolute schemes add positions to the inputs: pass them the tokens' positions.
     Enformer's features scale with the sequence length, so there each step equals the causal
     call on the prefix decoded so far, not on the final sequence.
+
+    Packed sequences: ``cu_seqlens`` (num_sequences + 1,) offsets of several sequences laid end
+    to end in each row (seqops.nn.pack_sequences; self-attention, query = key), no query attends
+    across a boundary and positions restart per sequence: each sequence's output equals a call
+    on it alone, without the padding a batch of unequal lengths would cost.
 
     ``window=(left, right)`` makes it sliding-window (local) attention: query i sees key j only
     when -left <= j - (i + Lk - Lq) <= right (-1: no limit on that side; with causal, right is
@@ -86,7 +91,8 @@ class MultiheadAttention(nn.Module):
     def forward(self, query: Tensor, key: Optional[Tensor] = None, value: Optional[Tensor] = None,
                 key_padding_mask: Optional[Tensor] = None, causal: bool = False,
                 positions_q: Optional[Tensor] = None, positions_k: Optional[Tensor] = None,
-                cache: Optional[KVCache] = None, cache_layer: int = 0) -> Tensor:
+                cache: Optional[KVCache] = None, cache_layer: int = 0,
+                cu_seqlens: Optional[Tensor] = None) -> Tensor:
         if key is None:
             key = query
         if value is None:
@@ -106,6 +112,9 @@ class MultiheadAttention(nn.Module):
         k = self._heads(F.linear(key, w[e:2 * e], bk))
         v = self._heads(F.linear(value, w[2 * e:], bv))
         query_start: Optional[int] = None
+        if cache is not None and cu_seqlens is not None:
+            raise ValueError("cu_seqlens (packed sequences) does not combine with cache: decode each sequence "
+                             "with its own cache")
         if cache is not None:
             k, v = cache.update(cache_layer, k, v)
             query_start = k.shape[2] - q.shape[2]
@@ -113,9 +122,9 @@ class MultiheadAttention(nn.Module):
         if self.positional is None:
             window_left, window_right = ops.window_bounds(self.window)
             out = ops.attention(q, k, v, key_padding_mask, causal, None, dropout_p,
-                                window_left=window_left, window_right=window_right)
+                                window_left=window_left, window_right=window_right, cu_seqlens=cu_seqlens)
         else:
             out = self.positional.attend(q, k, v, key_padding_mask, causal, None, dropout_p,
-                                         positions_q, positions_k, self.window, query_start)
+                                         positions_q, positions_k, self.window, query_start, cu_seqlens)
         out = self.out_proj(out.transpose(1, 2).flatten(2))
         return out if self.batch_first else out.transpose(0, 1)

@@ -70,7 +70,8 @@ def attention_with_lse(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Option
                        position_bias: Optional[Tensor] = None, rel_zero: Optional[int] = None,
                        query_offset: Optional[int] = None, window_left: int = -1,
                        window_right: int = -1, rotary_dim: int = 0, rotary_base: float = 10000.0,
-                       rotary_interleaved: bool = False) -> Tuple[Tensor, Tensor]:
+                       rotary_interleaved: bool = False,
+                       cu_seqlens: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     """Fused attention ``softmax(scale * q k^T + term) v`` that never builds the (Lq, Lk) logits.
 
     Args:
@@ -100,6 +101,13 @@ def attention_with_lse(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Option
             (2p, 2p + 1) when interleaved (RoFormer, GPT-J), else (p, p + rotary_dim / 2)
             (GPT-NeoX, LLaMA). seqops.relative_position.rotate is the same map. Combines with
             every score term but rel_keys.
+        cu_seqlens: packed sequences (FlashAttention's varlen layout): int32 / int64
+            (num_sequences + 1,) offsets, 0 = cu_seqlens[0] <= ... <= cu_seqlens[-1] = Lq = Lk,
+            on the CPU or q's device. Sequence s holds tokens cu_seqlens[s] .. cu_seqlens[s + 1] - 1
+            of every row (q and k packed alike); a query sees only its own sequence's keys, and
+            every position restarts there (r = j - i within the sequence, rotary positions,
+            causal, window). query_offset must stay None. The offsets are read on the host (a
+            CUDA tensor costs one synchronization). seqops.nn.pack_sequences builds them.
     Returns:
         out (B, Hq, Lq, dv) and lse (B, Hq, Lq), the log-sum-exp of each query's visible logits
         (float32, float64 for float64 inputs; -inf and a zero output row when nothing is visible).
@@ -114,7 +122,7 @@ def attention_with_lse(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Option
                           rel_zero=rel_zero, query_offset=query_offset,
                           window_left=window_left, window_right=window_right,
                           rotary_dim=rotary_dim, rotary_base=rotary_base,
-                          rotary_interleaved=rotary_interleaved)
+                          rotary_interleaved=rotary_interleaved, cu_seqlens=cu_seqlens)
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor] = None,
@@ -126,7 +134,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor
               position_bias: Optional[Tensor] = None, rel_zero: Optional[int] = None,
               query_offset: Optional[int] = None, window_left: int = -1,
               window_right: int = -1, rotary_dim: int = 0, rotary_base: float = 10000.0,
-              rotary_interleaved: bool = False) -> Tensor:
+              rotary_interleaved: bool = False, cu_seqlens: Optional[Tensor] = None) -> Tensor:
     """:func:`attention_with_lse` without the log-sum-exp: returns (B, Hq, Lq, dv)."""
     return attention_with_lse(q, k, v, key_padding_mask=key_padding_mask, causal=causal,
                               scale=scale, dropout_p=dropout_p, bias=bias, t5_table=t5_table,
@@ -136,7 +144,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor
                               rel_zero=rel_zero, query_offset=query_offset,
                               window_left=window_left, window_right=window_right,
                               rotary_dim=rotary_dim, rotary_base=rotary_base,
-                              rotary_interleaved=rotary_interleaved)[0]
+                              rotary_interleaved=rotary_interleaved, cu_seqlens=cu_seqlens)[0]
 
 
 # ----------------------------------------------------------------------------- fake kernels
@@ -146,9 +154,12 @@ def attention_fake(q, k, v, *args, **kwargs):
     o = _bind(args, kwargs)
     torch._check(q.dim() == 4 and k.dim() == 4 and v.dim() == 4,
                  lambda: "q, k and v must have 4 dimensions (batch, heads, length, head_dim)")
-    # Every tensor but dropout_rng (a CPU pair for any device) lives with q.
+    # Every tensor but dropout_rng (a CPU pair for any device) and cu_seqlens (either) lives with q.
     check_devices(q, "q", k=k, v=v, **{name: t for name, t in o.items()
-                                         if isinstance(t, Tensor) and name != "dropout_rng"})
+                                         if isinstance(t, Tensor) and name not in ("dropout_rng", "cu_seqlens")})
+    cu = o.get("cu_seqlens")
+    torch._check(cu is None or cu.device.type == "cpu" or cu.device == q.device,
+                 lambda: f"cu_seqlens must be on the CPU or q's device ({q.device}), got {cu.device}")
     B, Hq, Lq, _ = q.shape
     return q.new_empty((B, Hq, Lq, v.shape[3])), q.new_empty((B, Hq, Lq), dtype=acc_dtype(q))
 

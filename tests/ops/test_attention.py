@@ -326,19 +326,30 @@ def test_gradcheck(device, policy, causal, window):
     assert torch.autograd.gradcheck(fn, inputs)
 
 
-# The score policies, and options beyond them (a sliding window; rotary positions, with a window).
+# The score policies, and options beyond them (a sliding window; rotary positions, with a window;
+# packed sequences, "packed" standing for offsets cut to the call's length by with_sizes).
 OPTION_CASES = [(policy, {}) for policy in ["none", "bias", "t5", "alibi", "rel_keys"]] + [
     ("t5", {"window_left": 3, "window_right": 1}),
     ("t5", {"rotary_dim": 6, "rotary_interleaved": True, "window_left": 5, "window_right": 0}),
     ("none", {"rotary_dim": 8, "rotary_base": 100.0}),
+    ("alibi", {"rotary_dim": 4, "cu_seqlens": "packed"}),
 ]
 OPTION_IDS = [policy + "".join(f"-{k}={v}" for k, v in extra.items()) for policy, extra in OPTION_CASES]
+
+
+def with_sizes(extra, Lq, Lk):
+    """(Lq, extra) for a call with Lk keys: packed sequences are self-attention (Lq = Lk), three
+    sequences, the middle one empty."""
+    if extra.get("cu_seqlens") != "packed":
+        return Lq, extra
+    return Lk, {**extra, "cu_seqlens": torch.tensor([0, Lk // 3, Lk // 3, Lk])}
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("policy,extra", OPTION_CASES, ids=OPTION_IDS)
 def test_opcheck(device, policy, extra):
     B, Hq, Hk, Lq, Lk, d = 2, 4, 2, 9, 11, 8
+    Lq, extra = with_sizes(extra, Lq, Lk)
     q, k, v = [t.float().requires_grad_(True) for t in make_qkv(B, Hq, Hk, Lq, Lk, d, d, device=device)]
     score = {n: (t.float().requires_grad_(True) if isinstance(t, torch.Tensor) else t)
              for n, t in score_args(policy, Hq, Lq, Lk, d, B, device=device).items()}
@@ -351,6 +362,8 @@ def test_opcheck(device, policy, extra):
 @pytest.mark.parametrize("policy,extra", OPTION_CASES, ids=OPTION_IDS)
 def test_compile_fullgraph(device, policy, extra):
     B, Hq, Hk, Lq, Lk, d = 1, 2, 1, 17, 23, 8
+    Lq, extra = with_sizes(extra, Lq, Lk)
+    torch._dynamo.reset()  # the cases share fn's code: each would count toward its recompile limit
     q, k, v = make_qkv(B, Hq, Hk, Lq, Lk, d, d, torch.float32, device)
     score = {n: (t.float() if isinstance(t, torch.Tensor) else t)
              for n, t in score_args(policy, Hq, Lq, Lk, d, B, device=device).items()}

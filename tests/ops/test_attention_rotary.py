@@ -7,12 +7,11 @@ with rotary positions are test_attention.py's (test_opcheck, test_compile_fullgr
 import pytest
 import torch
 
-from seqops import reference as ref
 from seqops.ops import attention, attention_with_lse
 from seqops.relative_position import rotate
 
 from support import DEVICES, LOW_PRECISION_CASES, random_mask
-from support.attention_cases import (POLICIES, check_against_reference, check_low_precision_on_tensor_cores, make_qkv,
+from support.attention_cases import (POLICIES, check_against_reference, check_options_low_precision, make_qkv,
                                      score_args)
 
 ROTARY_POLICIES = [p for p in POLICIES if not p.startswith("rel_keys")]
@@ -90,14 +89,7 @@ def test_rotary_low_precision(device, dtype, interleaved):
     q, k, v = make_qkv(B, Hq, Hk, Lq, Lk, d, d, device=device)
     mask = random_mask(B, Lk, device)
     options = {**rotary_kw(32, interleaved, 100.0), "query_offset": 60}
-
-    def kernel(q, k, v):
-        return attention(q, k, v, mask, True, **options)
-
-    def eager(q, k, v):
-        return ref.attention(q, k, v, mask, True, **options)[0]
-
-    check_low_precision_on_tensor_cores(device, kernel, eager, [q, k, v], dtype, 3)
+    check_options_low_precision(device, dtype, q, k, v, mask, True, options)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -5,11 +5,10 @@ with a window are test_attention.py's (test_gradcheck, test_opcheck, test_compil
 import pytest
 import torch
 
-from seqops import reference as ref
 from seqops.ops import attention, attention_with_lse, window_bounds
 
 from support import DEVICES, LOW_PRECISION_CASES, kernel_device, random_mask
-from support.attention_cases import (POLICIES, check_against_reference, check_low_precision_on_tensor_cores, make_qkv,
+from support.attention_cases import (POLICIES, check_against_reference, check_options_low_precision, make_qkv,
                                      score_args)
 
 # (left, right): a single key, a narrow two-sided band, left only, right only, up to the diagonal,
@@ -71,14 +70,7 @@ def test_window_low_precision(device, dtype, causal):
     mask = random_mask(B, Lk, device)
     table = torch.randn(Hq, 32, dtype=torch.float64, device=device)
     options = {"window_left": 24, "window_right": 9, "query_offset": 60, "t5_max_distance": 20}
-
-    def kernel(q, k, v, t):
-        return attention(q, k, v, mask, causal, t5_table=t, **options)
-
-    def eager(q, k, v, t):
-        return ref.attention(q, k, v, mask, causal, t5_table=t, **options)[0]
-
-    check_low_precision_on_tensor_cores(device, kernel, eager, [q, k, v, table], dtype, 4)
+    check_options_low_precision(device, dtype, q, k, v, mask, causal, options, t5_table=table)
 
 
 @pytest.mark.parametrize("device", DEVICES)

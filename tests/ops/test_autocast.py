@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from support import HAS_CUDA
-from support.op_cases import CASES, RNG_ARGS, Sizes, input_grads, with_grads
+from support.op_cases import CASES, HOST_ARGS, Sizes, input_grads, with_grads
 
 KEEP_DTYPE = {"masked_pool_mean", "masked_pool_max", "masked_pool_sum", "compress_mean", "compress_max", "dropout"}
 CONTEXTS = [("cpu", torch.bfloat16)] + [
@@ -23,7 +23,7 @@ def cast(kw, dtype):
 @pytest.mark.parametrize("device, dtype", CONTEXTS)
 def test_autocast_matches_the_explicit_cast(name, device, dtype):
     case = CASES[name]
-    kw = {k: v.to(device) if isinstance(v, torch.Tensor) and k not in RNG_ARGS else v
+    kw = {k: v.to(device) if isinstance(v, torch.Tensor) and k not in HOST_ARGS else v
           for k, v in case.inputs(Sizes(batch=2, length=37, length_q=11, dim=16, heads=2),
                                   torch.Generator().manual_seed(0)).items()}
     inputs = with_grads(case, kw)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from support.op_cases import CASES, CATALOG_DEVICES, RNG_ARGS, Sizes, as_float64
+from support.op_cases import CASES, CATALOG_DEVICES, HOST_ARGS, Sizes, as_float64
 
 BASE = Sizes(batch=2, length=6, length_q=5, dim=4, heads=2)
 ERRORS = (RuntimeError, ValueError, TypeError, IndexError)
@@ -81,7 +81,7 @@ def names_an_argument(message: str, kw: Dict[str, object]) -> bool:
 
 def agrees_with_reference(name: str, kw: Dict[str, object], got) -> str:
     """Empty when the result is right; else what is wrong."""
-    devices = {v.device.type for k, v in kw.items() if isinstance(v, Tensor) and k not in RNG_ARGS}
+    devices = {v.device.type for k, v in kw.items() if isinstance(v, Tensor) and k not in HOST_ARGS}
     if len(devices) > 1:
         return f"returned a result for tensors on {sorted(devices)}"
     shapes_only = devices == {"meta"}  # shape propagation: the shapes must be the reference's

@@ -4,7 +4,7 @@ the dropout stream's expected mask."""
 import torch
 
 from seqops import reference as ref
-from seqops.ops import attention_with_lse, dropout_rng
+from seqops.ops import attention, attention_with_lse, dropout_rng
 
 from support import check_low_precision, kernel_device
 
@@ -65,7 +65,8 @@ def check_against_reference(q, k, v, mask, causal, score, atol=None, rtol=0.0):
     """Outputs, lse and every gradient (q, k, v, score tensors) vs the float64 reference: within
     atol / rtol, or (atol None, float32 inputs) by the 2x rule against the reference run in
     float32."""
-    names = ["q", "k", "v"] + [n for n, t in score.items() if isinstance(t, torch.Tensor)]
+    # Differentiable: the floating tensors (not the integer offsets of packed sequences).
+    names = ["q", "k", "v"] + [n for n, t in score.items() if isinstance(t, torch.Tensor) and t.is_floating_point()]
     inputs = [q, k, v] + [score[n] for n in names[3:]]
     assert atol is not None or q.dtype == torch.float32, "the 2x rule is for float32 inputs"
     leaves = [t.detach().clone().requires_grad_(True) for t in inputs]
@@ -111,3 +112,17 @@ def check_low_precision_on_tensor_cores(device, kernel, eager, inputs, dtype, gr
     check_low_precision(kernel, eager, inputs, dtype, grad_inputs=grad_inputs, floor=2e-3)
     if emulated:
         assert set(TENSOR_CORE_KERNELS) <= set(torch.ops.seqops_emu.take_launches())
+
+
+def check_options_low_precision(device, dtype, q, k, v, mask, causal, options, **score_tensors):
+    """check_low_precision_on_tensor_cores of attention(q, k, v, mask, causal, **options, **score_tensors)
+    against the eager reference, with the gradients of q, k, v and every score tensor."""
+    names = list(score_tensors)
+
+    def kernel(q, k, v, *ts):
+        return attention(q, k, v, mask, causal, **options, **dict(zip(names, ts)))
+
+    def eager(q, k, v, *ts):
+        return ref.attention(q, k, v, mask, causal, **options, **dict(zip(names, ts)))[0]
+
+    check_low_precision_on_tensor_cores(device, kernel, eager, [q, k, v, *score_tensors.values()], dtype, 3 + len(names))

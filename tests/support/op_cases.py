@@ -31,11 +31,12 @@ class Sizes:
     masked: bool = True   # a key-padding mask, row 1 fully masked when batch > 1
     noncontiguous: bool = False
     dtype: torch.dtype = torch.float32
-    device: str = "cpu"   # where the tensors live (RNG_ARGS stay on the CPU)
+    device: str = "cpu"   # where the tensors live (HOST_ARGS stay on the CPU)
 
 
-# Arguments that are CPU (seed, offset) pairs whatever the device of the data.
-RNG_ARGS = ("dropout_rng", "rng")
+# Arguments that stay on the CPU whatever the device of the data: (seed, offset) pairs, and the
+# offsets of packed sequences (which may also live with the data).
+HOST_ARGS = ("dropout_rng", "rng", "cu_seqlens")
 
 
 @dataclass(frozen=True)
@@ -83,9 +84,11 @@ def _lama_inputs(sizes, g):
 def _attention_inputs(policy: str):
     def inputs(sizes: Sizes, g: torch.Generator) -> Dict[str, object]:
         B, H, Lq, Lk, d = sizes.batch, sizes.heads, sizes.length_q, sizes.length, sizes.dim
+        if policy == "packed":  # self-attention: q as long as k
+            Lq = Lk
         kw: Dict[str, object] = {"q": _randn(sizes, g, B, H, Lq, d), "k": _randn(sizes, g, B, H, Lk, d),
                                  "v": _randn(sizes, g, B, H, Lk, d), "key_padding_mask": _mask(sizes, g, Lk),
-                                 "causal": policy in ("alibi", "rel_keys")}
+                                 "causal": policy in ("alibi", "rel_keys", "packed")}
         if policy == "bias":
             kw["bias"] = _randn(sizes, g, 1, H, Lq, Lk)
         elif policy == "t5":
@@ -99,13 +102,18 @@ def _attention_inputs(policy: str):
         elif policy == "rotary_window":  # rotary positions with a T5 term in a sliding window
             kw.update(t5_table=_randn(sizes, g, H, 8), t5_max_distance=16, rotary_dim=2 * (d // 2),
                       rotary_base=100.0, rotary_interleaved=True, window_left=3, window_right=1)
+        elif policy == "packed":  # three sequences, the middle one empty (all three when Lk < 3)
+            third = Lk // 3
+            kw.update(cu_seqlens=torch.tensor([0, third, third, Lk]), rotary_dim=2 * (d // 2),
+                      alibi_slopes=torch.rand(H, generator=g, dtype=torch.float64).to(device=sizes.device,
+                                                                                     dtype=sizes.dtype))
         return kw
     return inputs
 
 
 _ATTENTION_GRADS = {"plain": (), "bias": ("bias",), "t5": ("t5_table",), "alibi": ("alibi_slopes",),
                     "rel_keys": ("rel_keys", "rel_scores", "content_bias", "position_bias"),
-                    "rotary_window": ("t5_table",)}
+                    "rotary_window": ("t5_table",), "packed": ("alibi_slopes",)}
 
 
 def _compress_inputs(mode: str):
@@ -137,7 +145,7 @@ CASES: Dict[str, OpCase] = {
        for mode in ("mean", "max", "sum")},
     **{f"attention_{policy}": OpCase(_attention_inputs(policy), lambda **kw: seqops.ops.attention_with_lse(**kw),
                                      _attention_reference, ("q", "k", "v") + _ATTENTION_GRADS[policy],
-                                     rounds_derived_inputs=policy == "rotary_window")
+                                     rounds_derived_inputs=policy in ("rotary_window", "packed"))
        for policy in _ATTENTION_GRADS},
     "dropout": OpCase(_dropout_inputs, lambda **kw: (torch.ops.seqops.dropout(**kw),),
                       lambda **kw: (reference.dropout(**kw),), ("x",)),

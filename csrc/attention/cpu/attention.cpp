@@ -1,7 +1,8 @@
 // attention on CPU: a flash-style kernel, one template over the score policies of
 // attention_policies.h.
 //
-// Forward: tasks (batch, q head, block of queries) in parallel (tiles: tiles_of). For each
+// Forward: tasks (batch, q head, block of queries) in parallel (tiles: tiles_of; blocks:
+// row_blocks, which keep each packed sequence's queries apart). For each
 // block of keys: S = qs K^T (ATen GEMM), the policy's term, the masks, an online-softmax update
 // of the running max / sum and O += P V (GEMM). Nothing of size Lq x Lk is ever allocated.
 // Backward: tasks (batch, k head) so every gradient buffer has a single writer (deterministic,
@@ -63,8 +64,8 @@ Operands<A> make_operands(const AttentionArgs& a, const at::Tensor& q, const at:
   Operands<A> o{q.to(dt).contiguous(), rows_of<A>(k), rows_of<A>(v), {}};
   if (s.key_padding_mask) o.key_keep = s.key_padding_mask->contiguous();
   if (a.rotary_dim > 0) {
-    o.rotary_q = rotary_queries(a, q.options().dtype(dt));
-    o.rotary_k = rotary_keys(a, q.options().dtype(dt));
+    o.rotary_q = rotary_queries(a, s, q.options().dtype(dt));
+    o.rotary_k = rotary_keys(a, s, q.options().dtype(dt));
     o.rot_q = o.rotary_q.template table<A>(a);
     o.rot_k = o.rotary_k.template table<A>(a);
   }
@@ -145,16 +146,19 @@ struct TileScorer {
   }
 };
 
-// The tiles of this call (forward, backward and the relative-keys workspace agree on them).
+// The tiles of this call (forward, backward and the relative-keys workspace agree on them):
+// sized to the keys a query may see, at most its packed sequence.
 TileShape tiles_of(const AttentionArgs& a) {
-  return tile_shape(a.len_q, a.len_k, a.band.hi - a.band.lo + 1);
+  const int64_t span = a.band.hi - a.band.lo + 1;
+  return tile_shape(a.len_q, a.len_k, a.max_seqlen > 0 ? std::min(span, a.max_seqlen) : span);
 }
 
 template <typename A, typename Policy>
 void forward_kernel(const AttentionArgs& a, const Operands<A>& ops, Policy& policy, A* out, A* lse) {
   const auto& vp = vector_primitives<A>();
   const auto [bq, bk] = tiles_of(a);
-  const int64_t blocks_q = (a.len_q + bq - 1) / bq;
+  const std::vector<RowBlock> blocks = row_blocks(a, bq);
+  const int64_t blocks_q = static_cast<int64_t>(blocks.size());
   const int64_t d = a.dim, dv = a.dim_v;
   at::parallel_for(0, a.batch * a.heads_q * blocks_q, 1, [&](int64_t begin, int64_t end) {
     TileScorer<A, Policy> scorer{a, ops, policy, vp};
@@ -162,10 +166,9 @@ void forward_kernel(const AttentionArgs& a, const Operands<A>& ops, Policy& poli
     Block<A> qs(bq, d), S(bq, bk), O(bq, dv), drop(1, bk);
     std::vector<A> m(bq), l(bq);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t bh = task / blocks_q, i0 = (task % blocks_q) * bq;
+      const int64_t bh = task / blocks_q, i0 = blocks[task % blocks_q].first, ni = blocks[task % blocks_q].rows;
       const int64_t b = bh / a.heads_q, h = bh % a.heads_q;
       const int64_t hk = h / (a.heads_q / a.heads_k);
-      const int64_t ni = std::min(bq, a.len_q - i0);
       policy.prepare_query(ws, b, h, i0, ni, d, ops.q_data() + (bh * a.len_q + i0) * d, qs.data.data());
       if (ops.rot_q.on()) rotate_rows(vp, ops.rot_q, qs.data.data(), d, qs.data.data(), d, d, i0, ni);
       std::fill(m.begin(), m.end(), kNegInf<A>);
@@ -215,6 +218,7 @@ void backward_kernel(const AttentionArgs& a, const Operands<A>& ops, Policy& pol
   const int64_t group = a.heads_q / a.heads_k;
   const int64_t d = a.dim, dv = a.dim_v;
   const auto [bq, bk] = tiles_of(a);
+  const std::vector<RowBlock> blocks = row_blocks(a, bq);
   at::parallel_for(0, a.batch * a.heads_k, 1, [&](int64_t begin, int64_t end) {
     TileScorer<A, Policy> scorer{a, ops, policy, vp};
     typename Policy::Workspace ws(policy);
@@ -227,8 +231,7 @@ void backward_kernel(const AttentionArgs& a, const Operands<A>& ops, Policy& pol
       A* dV = dv_out + task * a.len_k * dv;
       for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
         const int64_t bh = b * a.heads_q + h;
-        for (int64_t i0 = 0; i0 < a.len_q; i0 += bq) {
-          const int64_t ni = std::min(bq, a.len_q - i0);
+        for (const auto [i0, ni] : blocks) {
           const int64_t row0 = bh * a.len_q + i0;
           const A* dO = grad_out + row0 * dv;
           policy.prepare_query(ws, b, h, i0, ni, d, ops.q_data() + row0 * d, qs.data.data());

@@ -75,8 +75,8 @@ ScoreInputs prepare_scores(const AttentionArgs& a, const AttentionOptions& s, at
   if (s.key_padding_mask) in.key_mask = s.key_padding_mask->contiguous();
   if (a.rotary_dim > 0) {
     const auto opts = at::TensorOptions().dtype(acc).device(device);
-    in.rotary_q = rotary_queries(a, opts);
-    in.rotary_k = rotary_keys(a, opts);
+    in.rotary_q = rotary_queries(a, s, opts);
+    in.rotary_k = rotary_keys(a, s, opts);
   }
   switch (a.policy) {
     case ScorePolicy::None: break;
@@ -295,6 +295,24 @@ void set_tiles(Params<scalar_t>& p, const TileChoice& t, int64_t extent, int64_t
   p.tiles = ceil_div(extent, per_tile);
 }
 
+// The home tiles (home_rows) of a launch over the query rows, or the key rows for dK/dV, of
+// `rows` each: with packed sequences, row_blocks' first rows, copied into `table` (which holds
+// them until the launch is queued: the stream orders any reuse of its memory after the kernel).
+template <typename scalar_t>
+void set_home_tiles(Params<scalar_t>& p, const AttentionArgs& a, int64_t extent, int64_t rows,
+                    at::Tensor& table, const at::Device& device) {
+  if (a.seq_offsets == nullptr) {
+    p.block_first = nullptr;
+    p.tiles = ceil_div(extent, rows);
+    return;
+  }
+  std::vector<int64_t> first;
+  for (const RowBlock& block : row_blocks(a, rows)) first.push_back(block.first);
+  table = at::tensor(first, at::TensorOptions().dtype(at::kLong)).to(device);
+  p.block_first = table.const_data_ptr<int64_t>();
+  p.tiles = static_cast<int64_t>(first.size());
+}
+
 // The score policies and dtypes the tensor-core kernels (attention_mma_kernels.cuh) take:
 // float16 / bfloat16, any score term but relative keys (whose (q + v).R products stay SIMT).
 template <typename scalar_t, typename Policy>
@@ -309,11 +327,12 @@ bool tensor_cores_fit(const AttentionArgs& a, const at::Tensor& q, int64_t bytes
          bytes <= max_shared_bytes(q);
 }
 
-// Launches a tensor-core kernel over grid_heads x (extent / kMmaRows) blocks.
+// Launches a tensor-core kernel over grid_heads x (home tiles of kMmaRows over extent rows) blocks.
 template <typename scalar_t>
-void launch_mma(void (*kernel)(Params<scalar_t>), const char* name, Params<scalar_t>& p,
-                int64_t grid_heads, int64_t extent, int64_t bytes) {
-  p.tiles = ceil_div(extent, attention::kMmaRows);
+void launch_mma(void (*kernel)(Params<scalar_t>), const char* name, Params<scalar_t>& p, const AttentionArgs& a,
+                int64_t grid_heads, int64_t extent, int64_t bytes, const at::Device& device) {
+  at::Tensor table;
+  set_home_tiles(p, a, extent, attention::kMmaRows, table, device);
   if (bytes > 48 * 1024) allow_dynamic_shared(name, kernel, static_cast<size_t>(bytes));
   launch_kernel(name, kernel, grid_heads * p.tiles, attention::kThreads, static_cast<size_t>(bytes), p);
 }
@@ -325,10 +344,10 @@ bool backward_on_tensor_cores(Params<scalar_t>& p, const AttentionArgs& a, const
     const int64_t dkdv_bytes = attention::mma_dkdv_shared_bytes(a.dim, a.dim_v);
     const int64_t dq_bytes = attention::mma_dq_shared_bytes(a.dim, a.dim_v);
     if (!tensor_cores_fit(a, q, std::max(dkdv_bytes, dq_bytes))) return false;
-    launch_mma(attention::attention_dkdv_mma_kernel<scalar_t, Policy>, "attention_dkdv_mma_kernel", p,
-               a.batch * a.heads_k, a.len_k, dkdv_bytes);
-    launch_mma(attention::attention_dq_mma_kernel<scalar_t, Policy>, "attention_dq_mma_kernel", p,
-               a.batch * a.heads_q, a.len_q, dq_bytes);
+    launch_mma(attention::attention_dkdv_mma_kernel<scalar_t, Policy>, "attention_dkdv_mma_kernel", p, a,
+               a.batch * a.heads_k, a.len_k, dkdv_bytes, q.device());
+    launch_mma(attention::attention_dq_mma_kernel<scalar_t, Policy>, "attention_dq_mma_kernel", p, a,
+               a.batch * a.heads_q, a.len_q, dq_bytes, q.device());
     return true;
   }
   return false;
@@ -379,13 +398,15 @@ struct CudaAttention {
           const int64_t bytes = attention::mma_forward_shared_bytes(a.dim, a.dim_v);
           if (tensor_cores_fit(a, q, bytes)) {
             launch_mma(attention::attention_forward_mma_kernel<scalar_t, Policy>,
-                       "attention_forward_mma_kernel", p, a.batch * a.heads_q, a.len_q, bytes);
+                       "attention_forward_mma_kernel", p, a, a.batch * a.heads_q, a.len_q, bytes, q.device());
             return;
           }
         }
         const TileChoice t = choose_tiles(kForwardTiles, forward_plan, a.len_q, a.len_k, a,
                                           sizeof(acc_t), max_bytes, "attention forward");
         set_tiles(p, t, a.len_q, t.bq);
+        at::Tensor table;
+        set_home_tiles(p, a, a.len_q, t.bq, table, q.device());
         launch(attention::attention_forward_kernel<scalar_t, Policy>, "attention_forward_kernel",
                a.batch * a.heads_q * p.tiles, p);
       });
@@ -444,11 +465,14 @@ struct CudaAttention {
           TileChoice t = choose_tiles(kDkDvTiles, dkdv_plan, a.len_q, a.len_k, a, sizeof(acc_t),
                                       max_bytes, "attention dK/dV");
           set_tiles(p, t, a.len_k, t.bk);
+          at::Tensor table;
+          set_home_tiles(p, a, a.len_k, t.bk, table, q.device());
           launch(attention::attention_dkdv_kernel<scalar_t, Policy>, "attention_dkdv_kernel",
                  a.batch * a.heads_k * p.tiles, p);
           t = choose_tiles(kDqTiles, dq_plan, a.len_q, a.len_k, a, sizeof(acc_t), max_bytes,
                            "attention dQ");
           set_tiles(p, t, a.len_q, t.bq);
+          set_home_tiles(p, a, a.len_q, t.bq, table, q.device());
           launch(attention::attention_dq_kernel<scalar_t, Policy>, "attention_dq_kernel",
                  a.batch * a.heads_q * p.tiles, p);
         }

@@ -91,7 +91,10 @@ struct Params {
   const acc_t *lse, *delta;
   const bool* key_mask;  // (B, Lk), True = attend; null: every key
   int64_t batch, heads_q, heads_k, group, len_q, len_k, dim, dim_v;
-  KeyBand band;          // the keys each query sees (causal, window)
+  KeyBand band;          // the keys each query sees (causal, window, packed sequences)
+  // Packed sequences: each home tile's first row (row_blocks, packed_sequences.h), so that no
+  // tile spans two sequences; null: tile * rows (home_rows).
+  const int64_t* block_first;
   int64_t query_offset;  // r = j - (i + query_offset)
   acc_t scale;
   // Dropout: keep iff dropout_keep(word, keep_prob); kept probabilities times drop_scale.
@@ -192,12 +195,22 @@ __device__ __forceinline__ acc_t neg_inf() {
   return -std::numeric_limits<acc_t>::infinity();
 }
 
-// dst(r, c) = src[(row0 + r) * row_stride + c] (+ add[c]) for r < rows and 0 <= row0 + r <
-// rows_total, else 0; rows up to the kMicro padding are written. With a rotary table that is on,
-// rows are rotated as they are stored (rotary.h; not combined with add).
+// The rows a loader reads, [begin, end); the others load as 0. Loaders read a tile's neighbours
+// only inside the key band's span (RowSpan(key_begin, key_end)), so that a value outside it (a
+// NaN in another packed sequence, past the causal limit) never meets a zero probability.
+struct RowSpan {
+  int64_t begin = 0, end = 0;
+  SEQOPS_HOST_DEVICE RowSpan(int64_t end_) : end(end_) {}  // [0, end)
+  SEQOPS_HOST_DEVICE RowSpan(int64_t begin_, int64_t end_) : begin(begin_), end(end_) {}
+  SEQOPS_HOST_DEVICE bool contains(int64_t row) const { return row >= begin && row < end; }
+};
+
+// dst(r, c) = src[(row0 + r) * row_stride + c] (+ add[c]) for r < rows and row0 + r in `valid`,
+// else 0; rows up to the kMicro padding are written. With a rotary table that is on, rows are
+// rotated as they are stored (rotary.h; not combined with add).
 template <typename T, typename acc_t>
 __device__ void load_rows(Tile<acc_t> dst, int rows, int cols, const T* src, int64_t row_stride,
-                          int64_t row0, int64_t rows_total,
+                          int64_t row0, RowSpan valid,
                           const std::type_identity_t<acc_t>* add = nullptr,
                           const RotaryTable<acc_t>& rot = {}) {
   const int n = static_cast<int>(round_up_micro(rows)) * cols;
@@ -205,7 +218,7 @@ __device__ void load_rows(Tile<acc_t> dst, int rows, int cols, const T* src, int
     const int r = idx / cols, c = idx - r * cols;
     const int64_t row = row0 + r;
     acc_t x = 0;
-    if (r < rows && row >= 0 && row < rows_total) {
+    if (r < rows && row >= 0 && valid.contains(row)) {
       const T* line = src + row * row_stride;
       if (rot.on()) x = rot.rotated([&](int cc) { return static_cast<acc_t>(line[cc]); }, row, c);
       else x = static_cast<acc_t>(line[c]);
@@ -215,12 +228,11 @@ __device__ void load_rows(Tile<acc_t> dst, int rows, int cols, const T* src, int
   }
 }
 
-// dst[r] = src[row0 + r] for row0 + r < rows_total, else 0, for r < rows.
+// dst[r] = src[row0 + r] for row0 + r in `valid`, else 0, for r < rows.
 template <typename acc_t>
-__device__ void load_vector(acc_t* dst, int rows, const acc_t* src, int64_t row0,
-                            int64_t rows_total) {
+__device__ void load_vector(acc_t* dst, int rows, const acc_t* src, int64_t row0, RowSpan valid) {
   for (int r = threadIdx.x; r < rows; r += kThreads)
-    dst[r] = row0 + r < rows_total ? src[row0 + r] : acc_t(0);
+    dst[r] = valid.contains(row0 + r) ? src[row0 + r] : acc_t(0);
 }
 
 template <typename acc_t>
@@ -345,11 +357,14 @@ __device__ void backward_tile(const P& p, int64_t b, int64_t h, int64_t i0, int6
                               const acc_t* lse, const acc_t* delta, OnGrad&& on_grad) {
   const int bq = p.bq, chunks = p.bk / 4;
   const int64_t bh = b * p.heads_q + h;
+  // One Philox word per 4 keys when the tile starts on a quad; a packed sequence's dK/dV tile
+  // starts with its sequence, maybe mid-quad: then each pair draws its own word.
+  const bool quads = j0 % 4 == 0;
   for (int w = threadIdx.x; w < bq * chunks; w += kThreads) {
     const int il = w / chunks, jc = (w - il * chunks) * 4;
     const int64_t i = i0 + il;
     Philox4 words{{0u, 0u, 0u, 0u}};
-    if (p.dropout && i < p.len_q) words = attention_dropout_words(p.seed, p.offset, bh, i, (j0 + jc) / 4);
+    if (p.dropout && quads && i < p.len_q) words = attention_dropout_words(p.seed, p.offset, bh, i, (j0 + jc) / 4);
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const int jl = jc + e;
@@ -357,7 +372,9 @@ __device__ void backward_tile(const P& p, int64_t b, int64_t h, int64_t i0, int6
       const acc_t r = Policy::kRelativeKeys ? rel(il, jl - il + bq - 1) : acc_t(0);
       acc_t ds;
       scores(il, jl) = backward_pair<Policy>(p, b, h, i, j, scores(il, jl), dprobs(il, jl), r, lse[il],
-                                             delta[il], [&] { return dropout_factor(p, words.v[e]); }, ds);
+                                             delta[il],
+                                             [&] { return quads ? dropout_factor(p, words.v[e]) : pair_dropout_factor(p, bh, i, j); },
+                                             ds);
       dprobs(il, jl) = ds;
       on_grad(il, jl, i, j, ds);
     }
@@ -375,11 +392,25 @@ struct QueryHeadBlock {
         bhk(b * p.heads_k + h / p.group) {}
 };
 
-// Rows of a tile that starts at `start` of `total`, at most `block`.
+// The rows [first, end) of home tile `tile` (a block's own query rows, or key rows for dK/dV) of
+// at most `rows` among `total`: consecutive tiles, or with packed sequences p.block_first's, cut
+// at the sequence's end.
+struct HomeRows {
+  int64_t first, end;
+};
+template <typename P>
+__device__ __forceinline__ HomeRows home_rows(const P& p, int64_t tile, int rows, int64_t total) {
+  const int64_t first = p.block_first != nullptr ? p.block_first[tile] : tile * rows;
+  int64_t end = first + rows < total ? first + rows : total;
+  if (p.block_first != nullptr && p.band.seq_end[first] < end) end = p.band.seq_end[first];
+  return {first, end};
+}
+
 // The start of the tile of `step` rows that holds row `first`: loops over the tiles the key band
 // reaches keep the tiles' alignment.
 __device__ __forceinline__ int64_t tile_start(int64_t first, int step) { return first / step * step; }
 
+// Rows of a tile that starts at `start` of `total`, at most `block`.
 __device__ __forceinline__ int rows_from(int64_t start, int64_t total, int block) {
   return static_cast<int>(total - start < block ? total - start : block);
 }
@@ -396,8 +427,9 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(const Param
   const int bq = p.bq, bk = p.bk, d = static_cast<int>(p.dim), dv = static_cast<int>(p.dim_v);
   const QueryHeadBlock blk(p);
   const int64_t tile = blk.tile, bh = blk.bh, b = blk.b, h = blk.h, bhk = blk.bhk;
-  const int64_t i0 = tile * bq;
-  const int qrows = rows_from(i0, p.len_q, bq);
+  const HomeRows home = home_rows(p, tile, bq, p.len_q);
+  const int64_t i0 = home.first;
+  const int qrows = static_cast<int>(home.end - i0);
   const Tile<acc_t> Q = tile_of(p.plan, smem, kQ), QPos = tile_of(p.plan, smem, kQPos),
                     KV = tile_of(p.plan, smem, kK), O = tile_of(p.plan, smem, kAcc),
                     S = tile_of(p.plan, smem, kScores), R = tile_of(p.plan, smem, kRel),
@@ -407,10 +439,10 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(const Param
   const scalar_t* k = p.k + bhk * p.len_k * d;
   const scalar_t* v = p.v + bhk * p.len_k * dv;
 
-  load_rows(Q, bq, d, q, d, i0, p.len_q,
+  load_rows(Q, bq, d, q, d, i0, home.end,
             kRelKeys && p.content_bias != nullptr ? p.content_bias + h * d : nullptr, p.rot_q);
   if constexpr (kRelKeys)
-    load_rows(QPos, bq, d, q, d, i0, p.len_q,
+    load_rows(QPos, bq, d, q, d, i0, home.end,
               p.position_bias != nullptr ? p.position_bias + h * d : nullptr);
   zero_tile(O, bq, dv);
 
@@ -419,10 +451,12 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(const Param
   const int row = threadIdx.x / width, lane = threadIdx.x % width;
   const int64_t i = i0 + row;
   acc_t row_max = neg_inf<acc_t>(), row_sum = 0;
+  // The keys' span is rebuilt at each load rather than kept: one live value fewer across the
+  // loaders' calls (kept, the relative-keys instantiation spilled on sm_80).
   const int64_t key_end = p.band.key_end(i0, qrows);
 
   for (int64_t j0 = tile_start(p.band.key_begin(i0), bk); j0 < key_end; j0 += bk) {
-    load_rows(KV, bk, d, k, d, j0, p.len_k, nullptr, p.rot_k);
+    load_rows(KV, bk, d, k, d, j0, RowSpan(p.band.key_begin(i0), key_end), nullptr, p.rot_k);
     if constexpr (kRelKeys) {  // R rows n0 .. n0 + bq + bk - 2 serve the tile's pairs
       const int64_t n0 = j0 - (i0 + bq - 1) - p.query_offset + p.rel_zero;
       load_rows(R, bq + bk - 1, d, p.rel_keys + h * d, p.heads_q * d, n0, p.rel_len);
@@ -434,7 +468,7 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(const Param
       block_gemm(bq, bq + bk - 1, d, QPos.ptr, QPos.ld, 1, R.ptr, 1, R.ld,
                  [&](int m, int n, acc_t x) { RS(m, n) = x; });
     __syncthreads();
-    load_rows(KV, bk, dv, v, dv, j0, p.len_k);  // K is no longer read
+    load_rows(KV, bk, dv, v, dv, j0, RowSpan(p.band.key_begin(i0), key_end));  // K is no longer read
 
     acc_t tile_max = neg_inf<acc_t>();
     for (int c = lane * 4; c < bk; c += width * 4) {
@@ -476,7 +510,7 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(const Param
 
   if (lane == 0) {
     row_scale[row] = row_sum > 0 ? acc_t(1) / row_sum : acc_t(0);
-    if (i < p.len_q)
+    if (i < home.end)
       p.lse_out[bh * p.len_q + i] = row_sum > 0 ? row_max + ::log(row_sum) : neg_inf<acc_t>();
   }
   __syncthreads();
@@ -499,8 +533,9 @@ __global__ void __launch_bounds__(kThreads) attention_dkdv_kernel(const Params<s
   const int bq = p.bq, bk = p.bk, d = static_cast<int>(p.dim), dv = static_cast<int>(p.dim_v);
   const int64_t tile = blockIdx.x % p.tiles, bhk = blockIdx.x / p.tiles;
   const int64_t b = bhk / p.heads_k, hk = bhk % p.heads_k;
-  const int64_t j0 = tile * bk;
-  const int krows = rows_from(j0, p.len_k, bk);
+  const HomeRows home = home_rows(p, tile, bk, p.len_k);
+  const int64_t j0 = home.first;
+  const int krows = static_cast<int>(home.end - j0);
   const Tile<acc_t> K = tile_of(p.plan, smem, kK), V = tile_of(p.plan, smem, kV),
                     dK = tile_of(p.plan, smem, kDK), dV = tile_of(p.plan, smem, kDV),
                     Q = tile_of(p.plan, smem, kQ), QPos = tile_of(p.plan, smem, kQPos),
@@ -510,23 +545,24 @@ __global__ void __launch_bounds__(kThreads) attention_dkdv_kernel(const Params<s
   acc_t* lse = tile_of(p.plan, smem, kRowLse).ptr;
   acc_t* delta = tile_of(p.plan, smem, kRowDelta).ptr;
 
-  load_rows(K, bk, d, p.k + bhk * p.len_k * d, d, j0, p.len_k, nullptr, p.rot_k);
-  load_rows(V, bk, dv, p.v + bhk * p.len_k * dv, dv, j0, p.len_k);
+  load_rows(K, bk, d, p.k + bhk * p.len_k * d, d, j0, home.end, nullptr, p.rot_k);
+  load_rows(V, bk, dv, p.v + bhk * p.len_k * dv, dv, j0, home.end);
   zero_tile(dK, bk, d);
   zero_tile(dV, bk, dv);
 
-  const int64_t i_first = tile_start(p.band.query_begin(j0), bq), i_end = p.band.query_end(j0, krows);
+  const RowSpan queries(p.band.query_begin(j0), p.band.query_end(j0, krows));
+  const int64_t i_first = tile_start(queries.begin, bq), i_end = queries.end;
   for (int64_t h = hk * p.group; h < (hk + 1) * p.group; ++h) {
     const int64_t bh = b * p.heads_q + h;
     const scalar_t* q = p.q + bh * p.len_q * d;
     for (int64_t i0 = i_first; i0 < i_end; i0 += bq) {
-      load_rows(Q, bq, d, q, d, i0, p.len_q,
+      load_rows(Q, bq, d, q, d, i0, queries,
                 kRelKeys && p.content_bias != nullptr ? p.content_bias + h * d : nullptr, p.rot_q);
-      load_rows(dO, bq, dv, p.grad_out + bh * p.len_q * dv, dv, i0, p.len_q);
-      load_vector(lse, bq, p.lse + bh * p.len_q, i0, p.len_q);
-      load_vector(delta, bq, p.delta + bh * p.len_q, i0, p.len_q);
+      load_rows(dO, bq, dv, p.grad_out + bh * p.len_q * dv, dv, i0, queries);
+      load_vector(lse, bq, p.lse + bh * p.len_q, i0, queries);
+      load_vector(delta, bq, p.delta + bh * p.len_q, i0, queries);
       if constexpr (kRelKeys) {
-        load_rows(QPos, bq, d, q, d, i0, p.len_q,
+        load_rows(QPos, bq, d, q, d, i0, queries,
                   p.position_bias != nullptr ? p.position_bias + h * d : nullptr);
         const int64_t n0 = j0 - (i0 + bq - 1) - p.query_offset + p.rel_zero;
         load_rows(R, bq + bk - 1, d, p.rel_keys + h * d, p.heads_q * d, n0, p.rel_len);
@@ -576,8 +612,9 @@ __global__ void __launch_bounds__(kThreads) attention_dq_kernel(const Params<sca
   const int bq = p.bq, bk = p.bk, d = static_cast<int>(p.dim), dv = static_cast<int>(p.dim_v);
   const QueryHeadBlock blk(p);
   const int64_t tile = blk.tile, bh = blk.bh, b = blk.b, h = blk.h, bhk = blk.bhk;
-  const int64_t i0 = tile * bq;
-  const int qrows = rows_from(i0, p.len_q, bq);
+  const HomeRows home = home_rows(p, tile, bq, p.len_q);
+  const int64_t i0 = home.first;
+  const int qrows = static_cast<int>(home.end - i0);
   const Tile<acc_t> Q = tile_of(p.plan, smem, kQ), QPos = tile_of(p.plan, smem, kQPos),
                     dO = tile_of(p.plan, smem, kDOut), dQ = tile_of(p.plan, smem, kAcc),
                     dQPos = tile_of(p.plan, smem, kAccPos), K = tile_of(p.plan, smem, kK),
@@ -590,23 +627,23 @@ __global__ void __launch_bounds__(kThreads) attention_dq_kernel(const Params<sca
   const scalar_t* k = p.k + bhk * p.len_k * d;
   const scalar_t* v = p.v + bhk * p.len_k * dv;
 
-  load_rows(Q, bq, d, q, d, i0, p.len_q,
+  load_rows(Q, bq, d, q, d, i0, home.end,
             kRelKeys && p.content_bias != nullptr ? p.content_bias + h * d : nullptr, p.rot_q);
-  load_rows(dO, bq, dv, p.grad_out + bh * p.len_q * dv, dv, i0, p.len_q);
-  load_vector(lse, bq, p.lse + bh * p.len_q, i0, p.len_q);
-  load_vector(delta, bq, p.delta + bh * p.len_q, i0, p.len_q);
+  load_rows(dO, bq, dv, p.grad_out + bh * p.len_q * dv, dv, i0, home.end);
+  load_vector(lse, bq, p.lse + bh * p.len_q, i0, home.end);
+  load_vector(delta, bq, p.delta + bh * p.len_q, i0, home.end);
   zero_tile(dQ, bq, d);
   if constexpr (kRelKeys) {
-    load_rows(QPos, bq, d, q, d, i0, p.len_q,
+    load_rows(QPos, bq, d, q, d, i0, home.end,
               p.position_bias != nullptr ? p.position_bias + h * d : nullptr);
     zero_tile(dQPos, bq, d);
     zero_tile(G, bq, bq + bk - 1);
   }
-  const int64_t key_end = p.band.key_end(i0, qrows);
+  const RowSpan keys(p.band.key_begin(i0), p.band.key_end(i0, qrows));
 
-  for (int64_t j0 = tile_start(p.band.key_begin(i0), bk); j0 < key_end; j0 += bk) {
-    load_rows(K, bk, d, k, d, j0, p.len_k, nullptr, p.rot_k);
-    load_rows(V, bk, dv, v, dv, j0, p.len_k);
+  for (int64_t j0 = tile_start(keys.begin, bk); j0 < keys.end; j0 += bk) {
+    load_rows(K, bk, d, k, d, j0, keys, nullptr, p.rot_k);
+    load_rows(V, bk, dv, v, dv, j0, keys);
     if constexpr (kRelKeys) {
       const int64_t n0 = j0 - (i0 + bq - 1) - p.query_offset + p.rel_zero;
       load_rows(R, bq + bk - 1, d, p.rel_keys + h * d, p.heads_q * d, n0, p.rel_len);
@@ -624,7 +661,7 @@ __global__ void __launch_bounds__(kThreads) attention_dq_kernel(const Params<sca
     backward_tile<Policy>(p, b, h, i0, j0, S, dP, RS, lse, delta,
                           [&](int il, int jl, int64_t i, int64_t j, acc_t ds) {
                             if constexpr (kRelKeys) G(il, jl - il + bq - 1) = ds;
-                            if (dbias != nullptr && i < p.len_q && j < p.len_k)
+                            if (dbias != nullptr && i < home.end && j < p.len_k)
                               dbias[(bh * p.len_q + i) * p.len_k + j] = ds;
                           });
     __syncthreads();

@@ -66,20 +66,20 @@ constexpr MmaInput mma_input() {
   return std::is_same_v<scalar_t, at::BFloat16> ? MmaInput::kBF16 : MmaInput::kF16;
 }
 
-// rows x cols of src (row stride cols) from row row0 into dst (row stride ld), 0 past `total`.
+// rows x cols of src (row stride cols) from row row0 into dst (row stride ld), 0 outside `valid`.
 // 16-byte accesses when src is 16-byte aligned (then every row is: cols is a multiple of 16 and
 // ld of 8); 2-byte ones otherwise (an input whose storage offset is not a multiple of 8). With a
 // rotary table that is on, element by element, each rotated in float and rounded once.
 template <typename scalar_t>
 __device__ void load_tile_16bit(uint16_t* dst, int ld, const scalar_t* src, int cols, int64_t row0,
-                                int64_t total, int rows, const RotaryTable<float>& rot = {}) {
+                                RowSpan valid, int rows, const RotaryTable<float>& rot = {}) {
   if (rot.on()) {
     for (int idx = threadIdx.x; idx < rows * cols; idx += kThreads) {
       const int r = idx / cols, c = idx - r * cols;
       const int64_t row = row0 + r;
       const scalar_t* line = src + row * cols;
       dst[r * ld + c] =
-          row < total ? scalar_t(rot.rotated([&](int cc) { return static_cast<float>(line[cc]); }, row, c)).x
+          valid.contains(row) ? scalar_t(rot.rotated([&](int cc) { return static_cast<float>(line[cc]); }, row, c)).x
                       : uint16_t(0);
     }
     return;
@@ -89,14 +89,14 @@ __device__ void load_tile_16bit(uint16_t* dst, int ld, const scalar_t* src, int 
     for (int idx = threadIdx.x; idx < rows * vcols; idx += kThreads) {
       const int r = idx / vcols, c = (idx - r * vcols) * 8;
       const int64_t row = row0 + r;
-      store_vec16(dst + r * ld + c, row < total ? load_vec16(src + row * cols + c) : Vec16{});
+      store_vec16(dst + r * ld + c, valid.contains(row) ? load_vec16(src + row * cols + c) : Vec16{});
     }
     return;
   }
   for (int idx = threadIdx.x; idx < rows * cols; idx += kThreads) {
     const int r = idx / cols, c = idx - r * cols;
     const int64_t row = row0 + r;
-    dst[r * ld + c] = row < total ? src[row * cols + c].x : uint16_t(0);
+    dst[r * ld + c] = valid.contains(row) ? src[row * cols + c].x : uint16_t(0);
   }
 }
 
@@ -138,11 +138,12 @@ __global__ void __launch_bounds__(kThreads) attention_forward_mma_kernel(const P
 
   const QueryHeadBlock blk(p);
   const int64_t b = blk.b, h = blk.h, bh = blk.bh;
-  const int64_t i0 = blk.tile * kMmaRows;
+  const HomeRows home = home_rows(p, blk.tile, kMmaRows, p.len_q);
+  const int64_t i0 = home.first;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const scalar_t* k = p.k + blk.bhk * p.len_k * d;
   const scalar_t* v = p.v + blk.bhk * p.len_k * dv;
-  load_tile_16bit(Qs, ldq, p.q + bh * p.len_q * d, d, i0, p.len_q, kMmaRows, p.rot_q);
+  load_tile_16bit(Qs, ldq, p.q + bh * p.len_q * d, d, i0, home.end, kMmaRows, p.rot_q);
   const uint16_t* Qw = Qs + warp * 16 * ldq;  // this warp's 16 rows
 
   float o[kVChunks][4];
@@ -150,12 +151,12 @@ __global__ void __launch_bounds__(kThreads) attention_forward_mma_kernel(const P
   // Rows g and g + 8 of the warp's 16: their running max and this lane's part of the sum.
   float row_max[2] = {neg_inf<float>(), neg_inf<float>()}, row_sum[2] = {0.f, 0.f};
   const int64_t rows_i[2] = {i0 + warp * 16 + g, i0 + warp * 16 + g + 8};
-  const int64_t key_end = p.band.key_end(i0, rows_from(i0, p.len_q, kMmaRows));
+  const RowSpan keys(p.band.key_begin(i0), p.band.key_end(i0, home.end - i0));
 
-  for (int64_t j0 = tile_start(p.band.key_begin(i0), kMmaKeys); j0 < key_end; j0 += kMmaKeys) {
+  for (int64_t j0 = tile_start(keys.begin, kMmaKeys); j0 < keys.end; j0 += kMmaKeys) {
     __syncthreads();  // every warp is done with the previous K and V tiles
-    load_tile_16bit(Ks, ldq, k, d, j0, p.len_k, kMmaKeys, p.rot_k);
-    load_tile_16bit(Vs, ldv, v, dv, j0, p.len_k, kMmaKeys);
+    load_tile_16bit(Ks, ldq, k, d, j0, keys, kMmaKeys, p.rot_k);
+    load_tile_16bit(Vs, ldv, v, dv, j0, keys, kMmaKeys);
     __syncthreads();
     float s[kKeyChunks][4];
     zero(s);
@@ -213,7 +214,7 @@ __global__ void __launch_bounds__(kThreads) attention_forward_mma_kernel(const P
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const float sum = group_sum(row_sum[r], 4);
-    if (rows_i[r] < p.len_q && t == 0)
+    if (rows_i[r] < home.end && t == 0)
       p.lse_out[bh * p.len_q + rows_i[r]] = sum > 0 ? row_max[r] + ::log(sum) : neg_inf<float>();
     inv_sum[r] = sum > 0 ? 1.f / sum : 0.f;
   }
@@ -221,7 +222,7 @@ __global__ void __launch_bounds__(kThreads) attention_forward_mma_kernel(const P
   for (int c = 0; c < kVChunks; ++c)
 #pragma unroll
     for (int e = 0; e < 4; ++e) o[c][e] *= inv_sum[e >> 1];
-  store_rows(p.out + bh * p.len_q * dv, o, rows_i, p.len_q, dv, 1.f);
+  store_rows(p.out + bh * p.len_q * dv, o, rows_i, home.end, dv, 1.f);
 }
 
 template <typename scalar_t, typename Policy>
@@ -240,10 +241,11 @@ __global__ void __launch_bounds__(kThreads) attention_dkdv_mma_kernel(const Para
 
   const int64_t tile = blockIdx.x % p.tiles, bhk = blockIdx.x / p.tiles;
   const int64_t b = bhk / p.heads_k, hk = bhk % p.heads_k;
-  const int64_t j0 = tile * kMmaRows;
+  const HomeRows home = home_rows(p, tile, kMmaRows, p.len_k);
+  const int64_t j0 = home.first;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  load_tile_16bit(Ks, ldk, p.k + bhk * p.len_k * d, d, j0, p.len_k, kMmaRows, p.rot_k);
-  load_tile_16bit(Vs, ldv, p.v + bhk * p.len_k * dv, dv, j0, p.len_k, kMmaRows);
+  load_tile_16bit(Ks, ldk, p.k + bhk * p.len_k * d, d, j0, home.end, kMmaRows, p.rot_k);
+  load_tile_16bit(Vs, ldv, p.v + bhk * p.len_k * dv, dv, j0, home.end, kMmaRows);
   const uint16_t* Kw = Ks + warp * 16 * ldk;  // this warp's 16 keys
   const uint16_t* Vw = Vs + warp * 16 * ldv;
   const int64_t keys_j[2] = {j0 + warp * 16 + g, j0 + warp * 16 + g + 8};
@@ -252,16 +254,16 @@ __global__ void __launch_bounds__(kThreads) attention_dkdv_mma_kernel(const Para
   zero(dk);
   zero(dvacc);
   // Only the query tiles the key band (causal, window) lets see these keys.
-  const int64_t i_first = tile_start(p.band.query_begin(j0), kMmaStep);
-  const int64_t i_end = p.band.query_end(j0, rows_from(j0, p.len_k, kMmaRows));
+  const RowSpan queries(p.band.query_begin(j0), p.band.query_end(j0, home.end - j0));
+  const int64_t i_first = tile_start(queries.begin, kMmaStep), i_end = queries.end;
   for (int64_t h = hk * p.group; h < (hk + 1) * p.group; ++h) {
     const int64_t bh = b * p.heads_q + h;
     for (int64_t i0 = i_first; i0 < i_end; i0 += kMmaStep) {
       __syncthreads();  // every warp is done with the previous query tile
-      load_tile_16bit(Qs, ldk, p.q + bh * p.len_q * d, d, i0, p.len_q, kMmaStep, p.rot_q);
-      load_tile_16bit(dOs, ldv, p.grad_out + bh * p.len_q * dv, dv, i0, p.len_q, kMmaStep);
-      load_vector(lse, kMmaStep, p.lse + bh * p.len_q, i0, p.len_q);
-      load_vector(delta, kMmaStep, p.delta + bh * p.len_q, i0, p.len_q);
+      load_tile_16bit(Qs, ldk, p.q + bh * p.len_q * d, d, i0, queries, kMmaStep, p.rot_q);
+      load_tile_16bit(dOs, ldv, p.grad_out + bh * p.len_q * dv, dv, i0, queries, kMmaStep);
+      load_vector(lse, kMmaStep, p.lse + bh * p.len_q, i0, queries);
+      load_vector(delta, kMmaStep, p.delta + bh * p.len_q, i0, queries);
       __syncthreads();
       float s[kQChunks][4], dp[kQChunks][4];  // rows: the warp's keys; columns: the tile's queries
       zero(s);
@@ -286,8 +288,8 @@ __global__ void __launch_bounds__(kThreads) attention_dkdv_mma_kernel(const Para
       mma_frags_by_tile<kIn, kMmaStep, kMmaMaxDim>(dk, dsa, Qs, ldk, d);
     }
   }
-  store_rows(p.dk + bhk * p.len_k * d, dk, keys_j, p.len_k, d, p.scale);
-  store_rows(p.dv + bhk * p.len_k * dv, dvacc, keys_j, p.len_k, dv, 1.f);
+  store_rows(p.dk + bhk * p.len_k * d, dk, keys_j, home.end, d, p.scale);
+  store_rows(p.dv + bhk * p.len_k * dv, dvacc, keys_j, home.end, dv, 1.f);
 }
 
 template <typename scalar_t, typename Policy>
@@ -304,30 +306,31 @@ __global__ void __launch_bounds__(kThreads) attention_dq_mma_kernel(const Params
 
   const QueryHeadBlock blk(p);
   const int64_t b = blk.b, h = blk.h, bh = blk.bh;
-  const int64_t i0 = blk.tile * kMmaRows;
+  const HomeRows home = home_rows(p, blk.tile, kMmaRows, p.len_q);
+  const int64_t i0 = home.first;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const scalar_t* k = p.k + blk.bhk * p.len_k * d;
   const scalar_t* v = p.v + blk.bhk * p.len_k * dv;
-  load_tile_16bit(Qs, ldq, p.q + bh * p.len_q * d, d, i0, p.len_q, kMmaRows, p.rot_q);
-  load_tile_16bit(dOs, ldv, p.grad_out + bh * p.len_q * dv, dv, i0, p.len_q, kMmaRows);
+  load_tile_16bit(Qs, ldq, p.q + bh * p.len_q * d, d, i0, home.end, kMmaRows, p.rot_q);
+  load_tile_16bit(dOs, ldv, p.grad_out + bh * p.len_q * dv, dv, i0, home.end, kMmaRows);
   const uint16_t* Qw = Qs + warp * 16 * ldq;
   const uint16_t* dOw = dOs + warp * 16 * ldv;
   const int64_t rows_i[2] = {i0 + warp * 16 + g, i0 + warp * 16 + g + 8};
   float lse[2], delta[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
-    const bool in = rows_i[r] < p.len_q;
+    const bool in = rows_i[r] < home.end;
     lse[r] = in ? p.lse[bh * p.len_q + rows_i[r]] : 0.f;
     delta[r] = in ? p.delta[bh * p.len_q + rows_i[r]] : 0.f;
   }
 
   float dq[kCols][4];
   zero(dq);
-  const int64_t key_end = p.band.key_end(i0, rows_from(i0, p.len_q, kMmaRows));
-  for (int64_t j0 = tile_start(p.band.key_begin(i0), kMmaStep); j0 < key_end; j0 += kMmaStep) {
+  const RowSpan keys(p.band.key_begin(i0), p.band.key_end(i0, home.end - i0));
+  for (int64_t j0 = tile_start(keys.begin, kMmaStep); j0 < keys.end; j0 += kMmaStep) {
     __syncthreads();  // every warp is done with the previous key tile
-    load_tile_16bit(Ks, ldq, k, d, j0, p.len_k, kMmaStep, p.rot_k);
-    load_tile_16bit(Vs, ldv, v, dv, j0, p.len_k, kMmaStep);
+    load_tile_16bit(Ks, ldq, k, d, j0, keys, kMmaStep, p.rot_k);
+    load_tile_16bit(Vs, ldv, v, dv, j0, keys, kMmaStep);
     __syncthreads();
     float s[kKeyChunks][4], dp[kKeyChunks][4];
     zero(s);
@@ -350,7 +353,7 @@ __global__ void __launch_bounds__(kThreads) attention_dq_mma_kernel(const Params
           backward_pair<Policy>(p, b, h, i, j, s[c][e], dp[c][e], 0.f, lse[r], delta[r],
                                 [&] { return dropout_factor(p, words.v[j % 4]); }, ds);
           dp[c][e] = ds;
-          if (p.dbias != nullptr && i < p.len_q && j < p.len_k) p.dbias[(bh * p.len_q + i) * p.len_k + j] = ds;
+          if (p.dbias != nullptr && i < home.end && j < p.len_k) p.dbias[(bh * p.len_q + i) * p.len_k + j] = ds;
         }
       }
     }
@@ -358,7 +361,7 @@ __global__ void __launch_bounds__(kThreads) attention_dq_mma_kernel(const Params
     to_a_fragments<scalar_t, kMmaStep>(dsa, dp);
     mma_frags_by_tile<kIn, kMmaStep, kMmaMaxDim>(dq, dsa, Ks, ldq, d);
   }
-  store_rows(p.dq + bh * p.len_q * d, dq, rows_i, p.len_q, d, p.scale);
+  store_rows(p.dq + bh * p.len_q * d, dq, rows_i, home.end, d, p.scale);
 }
 
 }  // namespace seqops::cuda::attention

@@ -15,7 +15,10 @@ Every module has the original two methods plus a fused one:
   ``query_start`` (decoding with a cache) places the queries at positions query_start.. when
   no positions are given (the keys at 0..); ``window=(left, right)`` is sliding-window attention (the op's window_left / window_right:
   key j visible to query i iff -left <= j - (i + Lk - Lq) <= right; -1 = no limit), skipping
-  the key tiles outside it.
+  the key tiles outside it. ``cu_seqlens`` packs several sequences into each row
+  (seqops.nn.packing; self-attention): no query sees another sequence's keys and every position
+  restarts at its sequence's first token, as if each sequence were attended alone (absolute
+  schemes: give forward_input ``packed_positions(cu_seqlens)``).
 
 Positions are integer tensors (B, L) or (L,) (shared by the batch). ``None`` means the
 original's implicit positions: queries 0..Lq-1 and keys 0..Lk-1 (Transformer-XL: the queries are
@@ -37,6 +40,7 @@ from torch import Tensor, nn
 
 from ... import ops
 from ..dropout import Dropout
+from ..packing import packed_positions
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -126,11 +130,18 @@ class PositionalEmbedding(nn.Module):
 
     def _explicit_positions(self, positions_q: Optional[Tensor], positions_k: Optional[Tensor],
                             len_q: int, len_k: int, device: torch.device,
-                            query_start: Optional[int]) -> Tuple[Optional[Tensor], Optional[Tensor]]:
-        """The positions as given, or, with query_start (decoding) and none given, the aranges
-        query_start.. and 0.. as tensors, for the paths that read position tensors."""
-        if query_start is None or positions_q is not None or positions_k is not None:
+                            query_start: Optional[int],
+                            cu_seqlens: Optional[Tensor] = None) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+        """The positions as given, or, none given, for the paths that read position tensors:
+        with packed sequences (cu_seqlens) each token's position in its sequence; with
+        query_start (decoding) the aranges query_start.. and 0.. ."""
+        if positions_q is not None or positions_k is not None:
             return positions_q, positions_k
+        if cu_seqlens is not None:
+            positions = packed_positions(cu_seqlens).to(device)
+            return positions, positions
+        if query_start is None:
+            return None, None
         return (torch.arange(query_start, query_start + len_q, device=device),
                 torch.arange(len_k, device=device))
 
@@ -164,22 +175,24 @@ class PositionalEmbedding(nn.Module):
     def _attend_dense(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor],
                       causal: bool, scale: float, dropout_p: float,
                       positions_q: Optional[Tensor], positions_k: Optional[Tensor],
-                      window: Optional[Tuple[int, int]], query_start: Optional[int]) -> Tensor:
+                      window: Optional[Tuple[int, int]], query_start: Optional[int],
+                      cu_seqlens: Optional[Tensor] = None) -> Tensor:
         # Fallback: the positional terms materialized as a (B, H, Lq, Lk) bias.
         positions_q, positions_k = self._explicit_positions(positions_q, positions_k, q.shape[-2], k.shape[-2],
-                                                            q.device, query_start)
+                                                            q.device, query_start, cu_seqlens)
         extra = self.score_terms(q, k, positions_q, positions_k)
         bias = None if extra is None else (extra * scale).to(q.dtype)
         window_left, window_right = ops.window_bounds(window)
         return ops.attention(q, k, v, key_padding_mask, causal, scale, dropout_p, bias=bias,
-                             window_left=window_left, window_right=window_right)
+                             window_left=window_left, window_right=window_right, cu_seqlens=cu_seqlens)
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor] = None,
                causal: bool = False, scale: Optional[float] = None, dropout_p: float = 0.0,
                positions_q: Optional[Tensor] = None, positions_k: Optional[Tensor] = None,
-               window: Optional[Tuple[int, int]] = None, query_start: Optional[int] = None) -> Tensor:
+               window: Optional[Tuple[int, int]] = None, query_start: Optional[int] = None,
+               cu_seqlens: Optional[Tensor] = None) -> Tensor:
         """softmax(scale * forward_attn + mask) @ v, fused: q (B, H, Lq, Dh), k (B, H, Lk, Dh),
         v (B, H, Lk, dv) -> (B, H, Lq, dv). Plain attention for absolute schemes."""
         window_left, window_right = ops.window_bounds(window)
         return ops.attention(q, k, v, key_padding_mask, causal, resolve_scale(q, scale), dropout_p,
-                             window_left=window_left, window_right=window_right)
+                             window_left=window_left, window_right=window_right, cu_seqlens=cu_seqlens)

@@ -64,18 +64,19 @@ class T5PositionalEmbedding(PositionalEmbedding):
     def attend(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor] = None,
                causal: bool = False, scale: Optional[float] = None, dropout_p: float = 0.0,
                positions_q: Optional[Tensor] = None, positions_k: Optional[Tensor] = None,
-               window: Optional[Tuple[int, int]] = None, query_start: Optional[int] = None) -> Tensor:
+               window: Optional[Tuple[int, int]] = None, query_start: Optional[int] = None,
+               cu_seqlens: Optional[Tensor] = None) -> Tensor:
         window_left, window_right = ops.window_bounds(window)
         scale_ = resolve_scale(q, scale)
         offset = self._query_offset(positions_q, positions_k, q.shape[-2], k.shape[-2], q.device, query_start)
         if offset is None:
             return self._attend_dense(q, k, v, key_padding_mask, causal, scale_, dropout_p,
-                                      positions_q, positions_k, window, query_start)
+                                      positions_q, positions_k, window, query_start, cu_seqlens)
         table = (self.relative_attention_bias.weight.t() * scale_).contiguous()
         return ops.attention(q, k, v, key_padding_mask, causal, scale_, dropout_p, t5_table=table,
                              t5_bidirectional=self.bidirectional,
                              t5_max_distance=self.max_distance, query_offset=offset,
-                             window_left=window_left, window_right=window_right)
+                             window_left=window_left, window_right=window_right, cu_seqlens=cu_seqlens)
 
 
 # ----------------------------------------------------------------------------- TUPE
@@ -177,32 +178,33 @@ class UnifiedPositionalEmbedding(PositionalEmbedding):
     def attend(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor] = None,
                causal: bool = False, scale: Optional[float] = None, dropout_p: float = 0.0,
                positions_q: Optional[Tensor] = None, positions_k: Optional[Tensor] = None,
-               window: Optional[Tuple[int, int]] = None, query_start: Optional[int] = None) -> Tensor:
+               window: Optional[Tuple[int, int]] = None, query_start: Optional[int] = None,
+               cu_seqlens: Optional[Tensor] = None) -> Tensor:
         window_left, window_right = ops.window_bounds(window)
         scale_ = resolve_scale(q, scale)
         len_q, len_k = q.shape[-2], k.shape[-2]
         if self.training and self.positional_embedding_dropout.p > 0:
             return self._attend_dense(q, k, v, key_padding_mask, causal, scale_, dropout_p,
-                                      positions_q, positions_k, window, query_start)
+                                      positions_q, positions_k, window, query_start, cu_seqlens)
         # The offset first: from query_start without a sync; the absolute terms need positions.
         offset: Optional[int] = None
         if self.rel_pos_embed is not None:
             offset = self._query_offset(positions_q, positions_k, len_q, len_k, q.device, query_start)
         explicit_q, explicit_k = self._explicit_positions(positions_q, positions_k, len_q, len_k, q.device,
-                                                          query_start)
+                                                          query_start, cu_seqlens)
         uq, uk = self.absolute_terms(explicit_q, explicit_k, len_q, len_k, q.device)
         q2 = torch.cat([q, uq.to(q.dtype).expand(q.shape[0], -1, -1, -1)], dim=-1)
         k2 = torch.cat([k, uk.to(k.dtype).expand(k.shape[0], -1, -1, -1)], dim=-1)
         if self.rel_pos_embed is None:
             return ops.attention(q2, k2, v, key_padding_mask, causal, scale_, dropout_p,
-                                 window_left=window_left, window_right=window_right)
+                                 window_left=window_left, window_right=window_right, cu_seqlens=cu_seqlens)
         if offset is None:
             bias = self._bucket_bias(positions_q, positions_k, len_q, len_k, q.device)
             return ops.attention(q2, k2, v, key_padding_mask, causal, scale_, dropout_p,
                                  bias=(bias * scale_).to(q.dtype),
-                                 window_left=window_left, window_right=window_right)
+                                 window_left=window_left, window_right=window_right, cu_seqlens=cu_seqlens)
         table = (self.rel_pos_embed.weight[:self.num_buckets].t() * scale_).contiguous()
         return ops.attention(q2, k2, v, key_padding_mask, causal, scale_, dropout_p, t5_table=table,
                              t5_bidirectional=True, t5_max_distance=self.max_distance,
                              query_offset=offset, window_left=window_left,
-                             window_right=window_right)
+                             window_right=window_right, cu_seqlens=cu_seqlens)

@@ -71,14 +71,19 @@ class _RelativeKeys(PositionalEmbedding):
     def attend(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor] = None,
                causal: bool = False, scale: Optional[float] = None, dropout_p: float = 0.0,
                positions_q: Optional[Tensor] = None, positions_k: Optional[Tensor] = None,
-               window: Optional[Tuple[int, int]] = None, query_start: Optional[int] = None) -> Tensor:
+               window: Optional[Tuple[int, int]] = None, query_start: Optional[int] = None,
+               cu_seqlens: Optional[Tensor] = None) -> Tensor:
+        if cu_seqlens is not None and self.features_scale_with_length:
+            raise ValueError("EnformerPositionalEmbedding's relative features scale with the sequence length, so "
+                             "packed sequences (cu_seqlens) of different lengths cannot share one call: attend each "
+                             "alone")
         window_left, window_right = ops.window_bounds(window)
         scale_ = resolve_scale(q, scale)
         len_q, len_k = q.shape[-2], k.shape[-2]
         offset = self._query_offset(positions_q, positions_k, len_q, len_k, q.device, query_start)
         if offset is None:
             return self._attend_dense(q, k, v, key_padding_mask, causal, scale_, dropout_p,
-                                      positions_q, positions_k, window, query_start)
+                                      positions_q, positions_k, window, query_start, cu_seqlens)
         # Row n of R is the distance n - (Lq - 1) - offset, which the op reads for r = j - i
         # (query_offset=0, rel_zero=Lq-1): every row index is in range for any offset.
         start = -(len_q - 1) - offset
@@ -89,7 +94,7 @@ class _RelativeKeys(PositionalEmbedding):
                              rel_keys=rel_keys, content_bias=u.contiguous(),
                              position_bias=v_bias.contiguous(), rel_zero=len_q - 1,
                              query_offset=0, window_left=window_left,
-                             window_right=window_right)
+                             window_right=window_right, cu_seqlens=cu_seqlens)
 
     def forward_input(self, input_: Tensor, positions: Optional[Tensor] = None) -> Tensor:
         return input_
@@ -130,6 +135,7 @@ class TransformerXLPositionalEmbedding(_RelativeKeys):
                  dropout_p: Optional[float] = None, device=None, dtype=None) -> None:
         super().__init__(embed_dim=embed_dim, num_heads=num_heads, head_dim=head_dim,
                          dropout_p=dropout_p)
+        self.features_scale_with_length = False  # Enformer's do: no packed sequences there
         factory = {"device": device, "dtype": dtype}
         self.r_net = nn.Linear(embed_dim, num_heads * head_dim, bias=False, **factory)
         self.pos_emb = _SinusoidPositions(embed_dim, device=device)
@@ -175,6 +181,7 @@ class EnformerPositionalEmbedding(_RelativeKeys):
     def __init__(self, *, num_heads: int, head_dim: int, dropout_p: Optional[float] = None,
                  device=None, dtype=None) -> None:
         super().__init__(num_heads=num_heads, head_dim=head_dim, dropout_p=dropout_p)
+        self.features_scale_with_length = True  # (attend refuses packed sequences)
         hd = num_heads * head_dim
         if hd < 12:
             raise ValueError(f"EnformerPositionalEmbedding needs num_heads * head_dim >= 12 (6 "

@@ -61,7 +61,8 @@ class RotaryPositionalEmbedding(PositionalEmbedding):
     def attend(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor] = None,
                causal: bool = False, scale: Optional[float] = None, dropout_p: float = 0.0,
                positions_q: Optional[Tensor] = None, positions_k: Optional[Tensor] = None,
-               window: Optional[Tuple[int, int]] = None, query_start: Optional[int] = None) -> Tensor:
+               window: Optional[Tuple[int, int]] = None, query_start: Optional[int] = None,
+               cu_seqlens: Optional[Tensor] = None) -> Tensor:
         self._check_head_dim(q, "q")
         self._check_head_dim(k, "k")
         window_left, window_right = ops.window_bounds(window)
@@ -71,8 +72,8 @@ class RotaryPositionalEmbedding(PositionalEmbedding):
         if offset is None:
             pq, pk = self._positions(positions_q, positions_k, len_q, len_k, q.device)
             return ops.attention(self.rotate(q, pq), self.rotate(k, pk), v, key_padding_mask, causal, scale_,
-                                 dropout_p, window_left=window_left, window_right=window_right)
+                                 dropout_p, window_left=window_left, window_right=window_right, cu_seqlens=cu_seqlens)
         return ops.attention(q, k, v, key_padding_mask, causal, scale_, dropout_p, query_offset=offset,
                              window_left=window_left, window_right=window_right,
                              rotary_dim=self.rotary_dim, rotary_base=self.base,
-                             rotary_interleaved=self.interleaved)
+                             rotary_interleaved=self.interleaved, cu_seqlens=cu_seqlens)
