@@ -96,7 +96,7 @@ struct AttentionArgs {
   int64_t rotary_dim;         // rotated features of q and k (0: none); see rotary.h
   double rotary_base;
   bool rotary_interleaved;
-  int64_t num_sequences, max_seqlen;  // packed sequences per row and the longest (0: not packed)
+  int64_t num_sequences, max_seqlen;  // packed: sequences per row (checks), the longest (restrict)
   const int64_t* seq_offsets;         // packed: cu_seqlens on the host (PackedSequences::restrict)
   // The causal diagonal: query i's own position among the keys is i + causal_shift.
   int64_t causal_shift() const { return len_k - len_q; }

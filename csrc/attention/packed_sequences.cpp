@@ -20,7 +20,13 @@ void check_packed_sequences(AttentionArgs& a, const AttentionOptions& o, const a
               "(positions restart at each sequence's first token), got query_offset = ", *o.query_offset);
   TORCH_CHECK(a.len_q <= std::numeric_limits<int32_t>::max(), "cu_seqlens: packed rows hold at most 2^31 - 1 tokens, got ",
               a.len_q);
-  const at::Tensor host = c.to(at::kCPU, at::kLong).contiguous();
+  a.num_sequences = c.numel() - 1;
+}
+
+PackedSequences packed_sequences(const AttentionArgs& a, const AttentionOptions& o, const at::Device& device) {
+  if (a.num_sequences == 0) return {};
+  PackedSequences packed;
+  const at::Tensor host = o.cu_seqlens->to(at::kCPU, at::kLong).contiguous();
   const int64_t* off = host.data_ptr<int64_t>();
   const int64_t n = host.numel();
   TORCH_CHECK(off[0] == 0 && off[n - 1] == a.len_q, "cu_seqlens must start at 0 and end at the length of q (",
@@ -28,27 +34,18 @@ void check_packed_sequences(AttentionArgs& a, const AttentionOptions& o, const a
   for (int64_t s = 0; s + 1 < n; ++s) {
     TORCH_CHECK(off[s + 1] >= off[s], "cu_seqlens must be non-decreasing, got cu_seqlens[", s + 1, "] = ",
                 off[s + 1], " < cu_seqlens[", s, "] = ", off[s]);
-    a.max_seqlen = std::max(a.max_seqlen, off[s + 1] - off[s]);
+    packed.max_seqlen = std::max(packed.max_seqlen, off[s + 1] - off[s]);
   }
-  a.num_sequences = n - 1;
-}
-
-namespace {
-
-// Per token, the offset its sequence starts at (shift 0) or ends at (shift 1).
-at::Tensor sequence_bounds(const AttentionArgs& a, const at::Tensor& cu, int64_t shift) {
-  const int64_t n = a.num_sequences;
-  return at::repeat_interleave(cu.narrow(0, shift, n), cu.narrow(0, 1, n) - cu.narrow(0, 0, n), 0, a.len_q);
-}
-
-}  // namespace
-
-PackedSequences packed_sequences(const AttentionArgs& a, const AttentionOptions& o, const at::Device& device) {
-  if (a.num_sequences == 0) return {};
-  const at::Tensor host = o.cu_seqlens->to(at::kCPU, at::kLong).contiguous();
+  packed.offsets.assign(off, off + n);
+  // Per token, the offset its sequence starts at (shift 0) or ends at (shift 1).
   const at::Tensor cu = host.to(device);
-  return {sequence_bounds(a, cu, 0).to(at::kInt).contiguous(), sequence_bounds(a, cu, 1).to(at::kInt).contiguous(),
-          std::vector<int64_t>(host.data_ptr<int64_t>(), host.data_ptr<int64_t>() + host.numel())};
+  const at::Tensor lengths = cu.narrow(0, 1, n - 1) - cu.narrow(0, 0, n - 1);
+  const auto bounds = [&](int64_t shift) {
+    return at::repeat_interleave(cu.narrow(0, shift, n - 1), lengths, 0, a.len_q).to(at::kInt).contiguous();
+  };
+  packed.begin = bounds(0);
+  packed.end = bounds(1);
+  return packed;
 }
 
 AttentionArgs PackedSequences::restrict(AttentionArgs a) const {
@@ -56,6 +53,7 @@ AttentionArgs PackedSequences::restrict(AttentionArgs a) const {
     a.band.seq_begin = begin.data_ptr<int32_t>();
     a.band.seq_end = end.data_ptr<int32_t>();
     a.seq_offsets = offsets.data();
+    a.max_seqlen = max_seqlen;
   }
   return a;
 }
@@ -71,12 +69,12 @@ std::vector<RowBlock> row_blocks(const AttentionArgs& a, int64_t rows) {
   return blocks;
 }
 
-at::Tensor token_positions(const AttentionArgs& a, const AttentionOptions& o, int64_t first, int64_t len,
-                           const at::Device& device) {
+at::Tensor token_positions(const AttentionArgs& a, int64_t first, int64_t len, const at::Device& device) {
   const auto f64 = at::TensorOptions().dtype(at::kDouble).device(device);
-  if (a.num_sequences == 0) return at::arange(first, first + len, f64);
-  const at::Tensor cu = o.cu_seqlens->to(device, at::kLong);
-  return at::arange(len, f64) - sequence_bounds(a, cu, 0).to(at::kDouble);
+  if (a.band.seq_begin == nullptr) return at::arange(first, first + len, f64);
+  const at::Tensor begin = at::from_blob(const_cast<int32_t*>(a.band.seq_begin), {len},
+                                         at::TensorOptions().dtype(at::kInt).device(device));
+  return at::arange(len, f64) - begin.to(at::kDouble);
 }
 
 }  // namespace seqops

@@ -39,11 +39,11 @@ struct RotaryCosSin {
 };
 RotaryCosSin rotary_cos_sin(const AttentionArgs& a, const at::Tensor& positions, const at::TensorOptions& options);
 // Queries sit at i + query_offset, keys at j; packed sequences count from each sequence's start.
-inline RotaryCosSin rotary_queries(const AttentionArgs& a, const AttentionOptions& o, const at::TensorOptions& options) {
-  return rotary_cos_sin(a, token_positions(a, o, a.query_offset, a.len_q, options.device()), options);
+inline RotaryCosSin rotary_queries(const AttentionArgs& a, const at::TensorOptions& options) {
+  return rotary_cos_sin(a, token_positions(a, a.query_offset, a.len_q, options.device()), options);
 }
-inline RotaryCosSin rotary_keys(const AttentionArgs& a, const AttentionOptions& o, const at::TensorOptions& options) {
-  return rotary_cos_sin(a, token_positions(a, o, 0, a.len_k, options.device()), options);
+inline RotaryCosSin rotary_keys(const AttentionArgs& a, const at::TensorOptions& options) {
+  return rotary_cos_sin(a, token_positions(a, 0, a.len_k, options.device()), options);
 }
 // The kernels' gradient with respect to the rotated q or k, g (B, H, L, d), turned in place into
 // the gradient of the input (the inverse rotation: every pair turned by minus its angle).

@@ -81,6 +81,11 @@ def _lama_inputs(sizes, g):
             "q": _randn(sizes, g, sizes.heads, sizes.dim)}
 
 
+def _slopes(sizes: Sizes, g: torch.Generator, heads: int) -> Tensor:
+    """ALiBi slopes in [0, 1) (positive, as ALiBi's are)."""
+    return torch.rand(heads, generator=g, dtype=torch.float64).to(device=sizes.device, dtype=sizes.dtype)
+
+
 def _attention_inputs(policy: str):
     def inputs(sizes: Sizes, g: torch.Generator) -> Dict[str, object]:
         B, H, Lq, Lk, d = sizes.batch, sizes.heads, sizes.length_q, sizes.length, sizes.dim
@@ -95,7 +100,7 @@ def _attention_inputs(policy: str):
             kw["t5_table"] = _randn(sizes, g, H, 8)
             kw["t5_max_distance"] = 16
         elif policy == "alibi":
-            kw["alibi_slopes"] = torch.rand(H, generator=g, dtype=torch.float64).to(device=sizes.device, dtype=sizes.dtype)
+            kw["alibi_slopes"] = _slopes(sizes, g, H)
         elif policy == "rel_keys":
             kw.update(rel_keys=_randn(sizes, g, Lq + Lk - 1, H, d), rel_scores=_randn(sizes, g, Lq + Lk - 1, H),
                       content_bias=_randn(sizes, g, H, d), position_bias=_randn(sizes, g, H, d))
@@ -105,8 +110,7 @@ def _attention_inputs(policy: str):
         elif policy == "packed":  # three sequences, the middle one empty (all three when Lk < 3)
             third = Lk // 3
             kw.update(cu_seqlens=torch.tensor([0, third, third, Lk]), rotary_dim=2 * (d // 2),
-                      alibi_slopes=torch.rand(H, generator=g, dtype=torch.float64).to(device=sizes.device,
-                                                                                     dtype=sizes.dtype))
+                      alibi_slopes=_slopes(sizes, g, H))
         return kw
     return inputs
 

@@ -64,8 +64,8 @@ Operands<A> make_operands(const AttentionArgs& a, const at::Tensor& q, const at:
   Operands<A> o{q.to(dt).contiguous(), rows_of<A>(k), rows_of<A>(v), {}};
   if (s.key_padding_mask) o.key_keep = s.key_padding_mask->contiguous();
   if (a.rotary_dim > 0) {
-    o.rotary_q = rotary_queries(a, s, q.options().dtype(dt));
-    o.rotary_k = rotary_keys(a, s, q.options().dtype(dt));
+    o.rotary_q = rotary_queries(a, q.options().dtype(dt));
+    o.rotary_k = rotary_keys(a, q.options().dtype(dt));
     o.rot_q = o.rotary_q.template table<A>(a);
     o.rot_k = o.rotary_k.template table<A>(a);
   }
@@ -166,7 +166,8 @@ void forward_kernel(const AttentionArgs& a, const Operands<A>& ops, Policy& poli
     Block<A> qs(bq, d), S(bq, bk), O(bq, dv), drop(1, bk);
     std::vector<A> m(bq), l(bq);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t bh = task / blocks_q, i0 = blocks[task % blocks_q].first, ni = blocks[task % blocks_q].rows;
+      const int64_t bh = task / blocks_q;
+      const auto [i0, ni] = blocks[task % blocks_q];
       const int64_t b = bh / a.heads_q, h = bh % a.heads_q;
       const int64_t hk = h / (a.heads_q / a.heads_k);
       policy.prepare_query(ws, b, h, i0, ni, d, ops.q_data() + (bh * a.len_q + i0) * d, qs.data.data());

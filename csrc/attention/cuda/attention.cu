@@ -75,8 +75,8 @@ ScoreInputs prepare_scores(const AttentionArgs& a, const AttentionOptions& s, at
   if (s.key_padding_mask) in.key_mask = s.key_padding_mask->contiguous();
   if (a.rotary_dim > 0) {
     const auto opts = at::TensorOptions().dtype(acc).device(device);
-    in.rotary_q = rotary_queries(a, s, opts);
-    in.rotary_k = rotary_keys(a, s, opts);
+    in.rotary_q = rotary_queries(a, opts);
+    in.rotary_k = rotary_keys(a, opts);
   }
   switch (a.policy) {
     case ScorePolicy::None: break;
@@ -287,12 +287,13 @@ constexpr TileSize kDqTiles[] = {{64, 32}, {32, 32}, {32, 16}, {16, 16},
 constexpr TileSize kRelativeTiles[] = {{16, 64}, {16, 32}, {8, 32}, {8, 16},
                                        {8, 8},   {4, 8},   {4, 4}};
 
+// The tile sizes and shared-memory plan of a SIMT launch (the tile count: set_home_tiles, or
+// the relative pass's own).
 template <typename scalar_t>
-void set_tiles(Params<scalar_t>& p, const TileChoice& t, int64_t extent, int64_t per_tile) {
+void set_tiles(Params<scalar_t>& p, const TileChoice& t) {
   p.bq = t.bq;
   p.bk = t.bk;
   p.plan = t.plan;
-  p.tiles = ceil_div(extent, per_tile);
 }
 
 // The home tiles (home_rows) of a launch over the query rows, or the key rows for dK/dV, of
@@ -404,7 +405,7 @@ struct CudaAttention {
         }
         const TileChoice t = choose_tiles(kForwardTiles, forward_plan, a.len_q, a.len_k, a,
                                           sizeof(acc_t), max_bytes, "attention forward");
-        set_tiles(p, t, a.len_q, t.bq);
+        set_tiles(p, t);
         at::Tensor table;
         set_home_tiles(p, a, a.len_q, t.bq, table, q.device());
         launch(attention::attention_forward_kernel<scalar_t, Policy>, "attention_forward_kernel",
@@ -464,14 +465,14 @@ struct CudaAttention {
         if (!backward_on_tensor_cores<scalar_t, Policy>(p, a, q)) {
           TileChoice t = choose_tiles(kDkDvTiles, dkdv_plan, a.len_q, a.len_k, a, sizeof(acc_t),
                                       max_bytes, "attention dK/dV");
-          set_tiles(p, t, a.len_k, t.bk);
+          set_tiles(p, t);
           at::Tensor table;
           set_home_tiles(p, a, a.len_k, t.bk, table, q.device());
           launch(attention::attention_dkdv_kernel<scalar_t, Policy>, "attention_dkdv_kernel",
                  a.batch * a.heads_k * p.tiles, p);
           t = choose_tiles(kDqTiles, dq_plan, a.len_q, a.len_k, a, sizeof(acc_t), max_bytes,
                            "attention dQ");
-          set_tiles(p, t, a.len_q, t.bq);
+          set_tiles(p, t);
           set_home_tiles(p, a, a.len_q, t.bq, table, q.device());
           launch(attention::attention_dq_kernel<scalar_t, Policy>, "attention_dq_kernel",
                  a.batch * a.heads_q * p.tiles, p);
@@ -480,7 +481,8 @@ struct CudaAttention {
           const TileChoice t = choose_tiles(kRelativeTiles, relative_plan, a.len_q,
                                             a.num_relative(), a, sizeof(acc_t), max_bytes,
                                             "attention relative-position gradient");
-          set_tiles(p, t, a.num_relative(), t.bk);
+          set_tiles(p, t);
+          p.tiles = ceil_div(a.num_relative(), t.bk);
           launch(attention::attention_relative_kernel<scalar_t, Policy>,
                  "attention_relative_kernel", a.batch * a.heads_q * p.tiles, p);
         }
