@@ -51,6 +51,13 @@ def want_cuda():
 class BuildWithIsaVariants(cpp_extension.BuildExtension):
     """Compiles ISA_SOURCE once per CPU ISA with its own flags, then links the objects in."""
 
+    def finalize_options(self):
+        super().finalize_options()
+        # One object folder for every route (editable install, wheel, build_ext): ninja then
+        # recompiles only what changed. An editable install would otherwise compile everything
+        # in a fresh temporary folder each time, and `pip wheel` after it compile it all again.
+        self.build_temp = os.path.join(ROOT, "build", "objects")
+
     def build_extension(self, ext):
         extra = ext.extra_compile_args
         cxx_args = list(extra["cxx"] if isinstance(extra, dict) else extra)
