@@ -193,7 +193,8 @@ def attention_autograd(ctx, grad_out, _grad_lse):
     options.update(zip(ctx.tensor_names, saved))
     needs = tuple(ctx.needs_input_grad) + (False,) * (3 + len(OPTIONS))
     bias_grad = options["bias"] is not None and needs[3 + OPTION_NAMES.index("bias")]
-    grads = _ops.attention_backward(grad_out.contiguous(), q, k, v, out, lse, bias_grad,
+    # grad_out as autograd gives it (often a transposed view): the kernels read strided rows.
+    grads = _ops.attention_backward(grad_out, q, k, v, out, lse, bias_grad,
                                     *[options[name] for name in OPTION_NAMES])
     result: List[Optional[Tensor]] = [None] * ctx.num_inputs
     result[:3] = grads[:3]

@@ -126,7 +126,9 @@ def test_streamed_gradcheck(config, monkeypatch):
     x = torch.randn(2, 37, 4, dtype=F64, requires_grad=True)
     mask = masks(2, 37, 4)
     mask[-1, 3] = True
-    assert torch.autograd.gradcheck(lambda t: model(t, input_mask=mask), (x,))
+    # fast_mode (a random projection of the Jacobian): the full Jacobian took 60-90 s per case;
+    # the exact comparison with the unstreamed gradients is test_streamed_training_gradients_equal_c0.
+    assert torch.autograd.gradcheck(lambda t: model(t, input_mask=mask), (x,), fast_mode=True)
     assert spans.calls > 0
 
 

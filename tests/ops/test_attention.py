@@ -68,33 +68,34 @@ def test_noncontiguous_inputs(device):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("layout", ["cache_prefix", "sequence_major", "broadcast_heads"])
-def test_strided_keys_and_values(device, layout):
-    """Keys and values with unit-stride columns but other strides (the CPU kernel reads them in
-    place): a KV cache's filled prefix, (B, L, H, d) projections transposed, one head expanded
-    over the heads. Outputs, lse and the gradients (through the views, to the tensors they view)
-    equal those of contiguous copies to rounding."""
+def test_strided_operands(device, layout):
+    """Queries, keys, values and the output gradient with unit-stride columns but other strides
+    (the CPU kernels read them in place): a KV cache's filled prefix, (B, L, H, d) projections
+    transposed, one head expanded over the heads. Outputs, lse and the gradients (through the
+    views, to the tensors they view) equal those of contiguous copies to rounding."""
     B, H, Lq, Lk, d = 2, 4, 9, 37, 16
     q, k, v = make_qkv(B, H, H, Lq, Lk, d, d, device=device)
+    cot = torch.randn_like(q)
     if layout == "cache_prefix":
-        base_k, base_v = torch.randn(B, H, 2 * Lk, d, dtype=k.dtype), torch.randn(B, H, 2 * Lk, d, dtype=k.dtype)
-        view = lambda t: t[:, :, :Lk]  # noqa: E731
+        bases = [torch.randn(B, H, 2 * t.shape[2], d, dtype=t.dtype) for t in (q, k, v, cot)]
+        view = lambda t: t[:, :, :t.shape[2] // 2]  # noqa: E731
     elif layout == "sequence_major":
-        base_k, base_v = k.transpose(1, 2).contiguous(), v.transpose(1, 2).contiguous()
+        bases = [t.transpose(1, 2).contiguous() for t in (q, k, v, cot)]
         view = lambda t: t.transpose(1, 2)  # noqa: E731
     else:
-        base_k, base_v = k[:, :1].clone(), v[:, :1].clone()
-        view = lambda t: t.expand(B, H, Lk, d)  # noqa: E731
+        bases = [t[:, :1].clone() for t in (q, k, v, cot)]
+        view = lambda t: t.expand(B, H, -1, d)  # noqa: E731
     score = {"t5_table": torch.randn(H, 32, dtype=torch.float64, device=device), "t5_max_distance": 20}
     mask = random_mask(B, Lk, device)
     runs = []
     for copy in (False, True):
-        leaves = [t.detach().clone().to(device).requires_grad_(True) for t in (q, base_k, base_v)]
-        kk, vv = view(leaves[1]), view(leaves[2])
-        assert kk.stride(3) == 1 and not kk.is_contiguous()
+        leaves = [t.detach().clone().to(device).requires_grad_(True) for t in bases[:3]]
+        operands = [view(t) for t in leaves] + [view(bases[3].to(device))]
+        assert all(t.stride(3) == 1 and not t.is_contiguous() for t in operands)
         if copy:
-            kk, vv = kk.contiguous(), vv.contiguous()
-        out, lse = attention_with_lse(leaves[0], kk, vv, mask, True, **score)
-        runs.append([out, lse, *torch.autograd.grad(out, leaves, torch.ones_like(out))])
+            operands = [t.contiguous() for t in operands]
+        out, lse = attention_with_lse(*operands[:3], mask, True, **score)
+        runs.append([out, lse, *torch.autograd.grad(out, leaves, operands[3])])
     for name, a, b in zip(["out", "lse", "dq", "dk", "dv"], *runs):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=lambda m: f"{name}: {m}")
 

@@ -1,8 +1,10 @@
 """What the tests share: devices, dtypes, masks, strides and the low-precision rule; the op and
 module catalogs are in op_cases.py and public_modules.py, the deployment helpers in deployment.py."""
 import contextlib
+import functools
 import math
 import os
+from typing import Sequence
 
 import pytest
 import torch
@@ -40,10 +42,10 @@ DEVICES = [_on(device) for device in DEVICE_TABLE]
 NATIVE_DEVICES = [_on(device) for device in DEVICE_TABLE if device != "emu"]
 
 
-def kernel_context():
+def kernel_context(orders: Sequence[str] = emulator.ORDERS):
     """What a new Python thread enters to run the kernels this thread runs (the emulator's
-    dispatch mode is per thread)."""
-    return emulator.emulated if emulator.active() else contextlib.nullcontext
+    dispatch mode is per thread; it runs each op in every one of `orders`)."""
+    return functools.partial(emulator.emulated, orders) if emulator.active() else contextlib.nullcontext
 
 
 def kernel_device(device: str) -> str:

@@ -45,23 +45,21 @@ Rows<A> rows_of(const at::Tensor& x) {
   return {t, t.data_ptr<A>(), t.stride(0), t.stride(1), t.stride(2)};
 }
 
-// The inputs in the compute type A (q contiguous, k and v as rows_of reads them), plus the
-// masks and the rotary tables every policy shares.
+// The inputs in the compute type A (read in place as rows_of allows), plus the masks and the
+// rotary tables every policy shares.
 template <typename A>
 struct Operands {
-  at::Tensor q;
-  Rows<A> k, v;
+  Rows<A> q, k, v;
   at::Tensor key_keep;  // (B, Lk) bool, contiguous: True where a key may be attended; or undefined
   RotaryCosSin rotary_q, rotary_k;  // when a.rotary_dim > 0
   RotaryTable<A> rot_q, rot_k;      // their views (half 0: no rotation)
-  const A* q_data() const { return q.data_ptr<A>(); }
 };
 
 template <typename A>
 Operands<A> make_operands(const AttentionArgs& a, const at::Tensor& q, const at::Tensor& k,
                           const at::Tensor& v, const AttentionOptions& s) {
   const auto dt = c10::CppTypeToScalarType<A>::value;
-  Operands<A> o{q.to(dt).contiguous(), rows_of<A>(k), rows_of<A>(v), {}};
+  Operands<A> o{rows_of<A>(q), rows_of<A>(k), rows_of<A>(v), {}};
   if (s.key_padding_mask) o.key_keep = s.key_padding_mask->contiguous();
   if (a.rotary_dim > 0) {
     o.rotary_q = rotary_queries(a, q.options().dtype(dt));
@@ -170,7 +168,7 @@ void forward_kernel(const AttentionArgs& a, const Operands<A>& ops, Policy& poli
       const auto [i0, ni] = blocks[task % blocks_q];
       const int64_t b = bh / a.heads_q, h = bh % a.heads_q;
       const int64_t hk = h / (a.heads_q / a.heads_k);
-      policy.prepare_query(ws, b, h, i0, ni, d, ops.q_data() + (bh * a.len_q + i0) * d, qs.data.data());
+      policy.prepare_query(ws, b, h, i0, ni, d, ops.q.at(b, h) + i0 * ops.q.ld, ops.q.ld, qs.data.data());
       if (ops.rot_q.on()) rotate_rows(vp, ops.rot_q, qs.data.data(), d, qs.data.data(), d, d, i0, ni);
       std::fill(m.begin(), m.end(), kNegInf<A>);
       std::fill(l.begin(), l.end(), A(0));
@@ -214,7 +212,7 @@ void forward_kernel(const AttentionArgs& a, const Operands<A>& ops, Policy& poli
 
 template <typename A, typename Policy>
 void backward_kernel(const AttentionArgs& a, const Operands<A>& ops, Policy& policy,
-                     const A* grad_out, const A* out, const A* lse, A* dq, A* dk, A* dv_out) {
+                     const Rows<A>& grad_out, const A* out, const A* lse, A* dq, A* dk, A* dv_out) {
   const auto& vp = vector_primitives<A>();
   const int64_t group = a.heads_q / a.heads_k;
   const int64_t d = a.dim, dv = a.dim_v;
@@ -230,15 +228,18 @@ void backward_kernel(const AttentionArgs& a, const Operands<A>& ops, Policy& pol
       const A* V = ops.v.at(b, hk);
       A* dK = dk + task * a.len_k * d;
       A* dV = dv_out + task * a.len_k * dv;
+      // Zeroed here, by the thread that accumulates into them, while they come into its cache.
+      std::fill_n(dK, a.len_k * d, A(0));
+      std::fill_n(dV, a.len_k * dv, A(0));
       for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
         const int64_t bh = b * a.heads_q + h;
         for (const auto [i0, ni] : blocks) {
           const int64_t row0 = bh * a.len_q + i0;
-          const A* dO = grad_out + row0 * dv;
-          policy.prepare_query(ws, b, h, i0, ni, d, ops.q_data() + row0 * d, qs.data.data());
+          const A* dO = grad_out.at(b, h) + i0 * grad_out.ld;
+          policy.prepare_query(ws, b, h, i0, ni, d, ops.q.at(b, h) + i0 * ops.q.ld, ops.q.ld, qs.data.data());
           if (ops.rot_q.on()) rotate_rows(vp, ops.rot_q, qs.data.data(), d, qs.data.data(), d, d, i0, ni);
           for (int64_t i = 0; i < ni; ++i)  // D_i = dO_i . O_i = sum_j P_ij dP_ij
-            D[i] = vp.dot_acc(dO + i * dv, out + (row0 + i) * dv, dv);
+            D[i] = vp.dot_acc(dO + i * grad_out.ld, out + (row0 + i) * dv, dv);
           std::fill(dqc.data.begin(), dqc.data.end(), A(0));
           for (int64_t j0 = a.band.key_begin(i0), j_end = a.band.key_end(i0, ni); j0 < j_end; j0 += bk) {
             const int64_t nj = std::min(bk, j_end - j0);
@@ -252,7 +253,7 @@ void backward_kernel(const AttentionArgs& a, const Operands<A>& ops, Policy& pol
             // With dropout, dV and dP see the dropped probabilities: each row's keep factors M
             // are drawn once, scale dP, then turn into P * M for dV (the P row itself stays
             // intact for the softmax backward).
-            gemm(dP.data.data(), dP.ld, dO, dv, false, V + j0 * ops.v.ld, ops.v.ld, true, ni, nj, dv, false);
+            gemm(dP.data.data(), dP.ld, dO, grad_out.ld, false, V + j0 * ops.v.ld, ops.v.ld, true, ni, nj, dv, false);
             for (int64_t i = 0; i < ni; ++i) {
               A* g = dP.row(i);
               if (a.dropout_p > 0) {
@@ -266,7 +267,7 @@ void backward_kernel(const AttentionArgs& a, const Operands<A>& ops, Policy& pol
               vp.softmax_grad(g, t.row(i), D[i], nj);  // dS = P (dP - D)
             }
             const A* Pv = a.dropout_p > 0 ? drop.data.data() : t.s;
-            gemm(dV + j0 * dv, dv, Pv, P.ld, true, dO, dv, false, nj, dv, ni, true);
+            gemm(dV + j0 * dv, dv, Pv, P.ld, true, dO, grad_out.ld, false, nj, dv, ni, true);
             const Tile<A> dS{dP.data.data(), dP.ld, i0, ni, j0, nj};
             policy.grad_scores(ws, b, h, dS);
             int64_t ldk;
@@ -413,13 +414,14 @@ struct CpuAttention {
       using A = decltype(zero);
       const Operands<A> ops = make_operands<A>(a, q, k, v, s);
       const auto opts = compute_options<A>(q);
-      const at::Tensor go = grad_out.to(opts).contiguous(), o = out.to(opts).contiguous();
+      const Rows<A> go = rows_of<A>(grad_out);
+      const at::Tensor o = out.to(opts).contiguous();
       const at::Tensor l = lse.contiguous();
-      at::Tensor dq = at::empty_like(ops.q);
-      at::Tensor dk = at::zeros({a.batch, a.heads_k, a.len_k, a.dim}, opts);
-      at::Tensor dv = at::zeros({a.batch, a.heads_k, a.len_k, a.dim_v}, opts);
+      at::Tensor dq = at::empty({a.batch, a.heads_q, a.len_q, a.dim}, opts);
+      at::Tensor dk = at::empty({a.batch, a.heads_k, a.len_k, a.dim}, opts);
+      at::Tensor dv = at::empty({a.batch, a.heads_k, a.len_k, a.dim_v}, opts);
       with_policy<A>(a, q, s, true, bias_grad, [&](auto& policy) {
-        backward_kernel<A>(a, ops, policy, go.data_ptr<A>(), o.data_ptr<A>(), l.data_ptr<A>(),
+        backward_kernel<A>(a, ops, policy, go, o.data_ptr<A>(), l.data_ptr<A>(),
                            dq.data_ptr<A>(), dk.data_ptr<A>(), dv.data_ptr<A>());
         policy.collect(g);
       });

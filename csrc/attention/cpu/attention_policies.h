@@ -4,7 +4,8 @@
 //
 // A policy provides
 //   struct Workspace                                per-task scratch (constructed from the policy)
-//   prepare_query(ws, b, h, i0, ni, q, qs)          qs = the content query of rows i0.. (scaled)
+//   prepare_query(ws, b, h, i0, ni, d, q, ldq, qs)  qs = the content query of rows i0.. (scaled;
+//                                                   q's rows ldq apart, qs's contiguous)
 //   add_scores(ws, b, h, tile)                      tile.s += term
 //   grad_scores(ws, b, h, tile)                     tile.s holds dS: accumulate the term's grads
 //   finish_query_grad(ws, b, h, i0, ni, dqc, dq)    dq from dqc = dS . K of the content query
@@ -116,8 +117,9 @@ struct ScaledQuery {
     explicit Workspace(const P&) {}
   };
   void prepare_query(Workspace&, int64_t, int64_t, int64_t, int64_t ni, int64_t d, const A* q,
-                     A* qs) const {
-    for (int64_t e = 0; e < ni * d; ++e) qs[e] = scale * q[e];
+                     int64_t ldq, A* qs) const {
+    for (int64_t i = 0; i < ni; ++i)
+      for (int64_t e = 0; e < d; ++e) qs[i * d + e] = scale * q[i * ldq + e];
   }
   void finish_query_grad(Workspace&, int64_t, int64_t, int64_t, int64_t ni, int64_t d,
                          const A* dqc, A* dq) const {
@@ -228,13 +230,13 @@ struct RelativeKeys {
   }
 
   void prepare_query(Workspace& ws, int64_t, int64_t h, int64_t, int64_t ni, int64_t, const A* q,
-                     A* qs) const {
+                     int64_t ldq, A* qs) const {
     const A* uh = u.data_ptr<A>() + h * d;
     const A* vh = v.data_ptr<A>() + h * d;
     for (int64_t i = 0; i < ni; ++i)
       for (int64_t e = 0; e < d; ++e) {
-        qs[i * d + e] = scale * (q[i * d + e] + uh[e]);
-        ws.qp.row(i)[e] = scale * (q[i * d + e] + vh[e]);
+        qs[i * d + e] = scale * (q[i * ldq + e] + uh[e]);
+        ws.qp.row(i)[e] = scale * (q[i * ldq + e] + vh[e]);
       }
     std::fill(ws.dqp.data.begin(), ws.dqp.data.end(), A(0));
   }
@@ -262,7 +264,7 @@ struct RelativeKeys {
     if (lo > hi) return;
     const int64_t width = hi - lo + 1;
     // dG[i, n - lo] = dS[i, j]; the diagonal map is one-to-one within a row.
-    std::fill(ws.g.data.begin(), ws.g.data.end(), A(0));
+    for (int64_t i = 0; i < t.rows; ++i) std::fill_n(ws.g.row(i), width, A(0));  // what the GEMMs read
     A* dSh = has_S ? dS.data_ptr<A>() + (b * heads + h) * rel_len : nullptr;
     for (int64_t i = 0; i < t.rows; ++i) {
       const A* s = t.row(i);
