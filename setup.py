@@ -6,6 +6,9 @@ Environment knobs:
   TORCH_CUDA_ARCH_LIST    CUDA archs (default "8.0;9.0+PTX")
   MAX_JOBS                parallel compile jobs (honoured by torch's ninja build)
   DEBUG=1                 -O0 -g
+
+Objects are kept in build/objects whichever way the build runs (editable install, wheel,
+build_ext), so a rebuild compiles only what changed; delete the folder for a clean build.
 """
 import glob
 import json
