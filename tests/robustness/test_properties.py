@@ -108,6 +108,6 @@ def property_test(profile: str, devices=CATALOG_DEVICES):
 
 test_op_matches_reference = property_test("seqops-properties")
 # 1000 examples per op on the native devices, in the slow suite (CI runs `--run-slow -m slow`).
-# The emulator runs the 60 above: an emulated example costs about 3x a native one on the CPU,
-# and its 1000 would take 9 of CI's minutes.
+# The emulator runs the 60 above: an emulated example costs two to three times a native one,
+# and its 1000 took about 9 of CI's minutes (two workers).
 test_op_matches_reference_1000_examples = pytest.mark.slow(property_test("seqops-properties-slow", NATIVE_DEVICES))

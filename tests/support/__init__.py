@@ -42,7 +42,7 @@ DEVICES = [_on(device) for device in DEVICE_TABLE]
 NATIVE_DEVICES = [_on(device) for device in DEVICE_TABLE if device != "emu"]
 
 
-def kernel_context(orders: Sequence[str] = emulator.ORDERS):
+def kernel_context(orders: Sequence[str]):
     """What a new Python thread enters to run the kernels this thread runs (the emulator's
     dispatch mode is per thread; it runs each op in every one of `orders`)."""
     return functools.partial(emulator.emulated, orders) if emulator.active() else contextlib.nullcontext
