@@ -54,13 +54,21 @@ _ACTIVATIONS = {"identity": lambda z: z, "tanh": torch.tanh, "relu": torch.relu,
 def lama_pool(x: Tensor, p: Tensor, q: Tensor, mask: Optional[Tensor] = None,
               activation: str = "tanh", normalize: bool = True,
               eps: float = 1e-12) -> Tuple[Tensor, Tensor]:
+    u = torch.einsum("bld,hd->bhl", x, q)           # (B, H, L)
+    return lama_pool_of_projection(x, u, p, mask, activation, normalize, eps)
+
+
+def lama_pool_of_projection(x: Tensor, u: Tensor, p: Tensor, mask: Optional[Tensor] = None,
+                            activation: str = "tanh", normalize: bool = True,
+                            eps: float = 1e-12) -> Tuple[Tensor, Tensor]:
+    """lama_pool given u = einsum("bld,hd->bhl", x, q): the tests differentiate with respect to
+    u to size the terms the gradients of x and q sum."""
     if mask is None:
         context = x.mean(dim=1)
     else:
         m = mask.to(x.dtype).unsqueeze(-1)
         context = (x * m).sum(1) / m.sum(1).clamp_min(1.0)
     g = context @ p.t()                             # (B, H)
-    u = torch.einsum("bld,hd->bhl", x, q)           # (B, H, L)
     a = _ACTIVATIONS[activation](g.unsqueeze(-1) * u)
     ahat = a / a.norm(dim=1, keepdim=True).clamp_min(eps)
     keep = None if mask is None else mask[:, None, :]
