@@ -118,7 +118,8 @@ def test_low_precision(device, dtype, policy):
 
 # Head dims (d, dv) and score terms of the tensor-core kernels (CUDA, float16 / bfloat16, head
 # dims multiples of 16 up to 128: attention_mma_kernels.cuh).
-TENSOR_CORE_CASES = [(16, 16, "none"), (64, 32, "bias"), (128, 128, "t5"), (32, 64, "alibi"), (64, 64, "dropout")]
+TENSOR_CORE_CASES = [(16, 16, "none"), (64, 32, "bias"), (128, 128, "t5"), (32, 64, "alibi"), (64, 64, "dropout"),
+                     (128, 64, "rel_keys"), (32, 48, "rel_keys_partial")]
 
 
 @pytest.mark.parametrize("device,dtype", LOW_PRECISION_CASES)

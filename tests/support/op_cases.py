@@ -46,8 +46,9 @@ class OpCase:
     reference: Callable[..., Tuple[Tensor, ...]]                      # seqops.reference
     grads: Tuple[str, ...]                                            # inputs with gradients
     min_length: int = 1
-    # The CUDA kernels round inputs they derive (rotated q and k) to a 16-bit input dtype before
-    # their tensor-core products: float32 results of such inputs (the lse) carry that rounding.
+    # The CUDA kernels round inputs they derive (rotated q and k; q + u, q + v and R's rows for
+    # relative keys) to a 16-bit input dtype before their tensor-core products: float32 results
+    # of such inputs (the lse) carry that rounding.
     rounds_derived_inputs: bool = False
     # For ops whose gradients sum terms far larger than the result: (float64 inputs, cotangents
     # of the outputs) -> the largest sum of |terms| of a gradient entry, which bounds any float
@@ -168,7 +169,7 @@ CASES: Dict[str, OpCase] = {
        for mode in ("mean", "max", "sum")},
     **{f"attention_{policy}": OpCase(_attention_inputs(policy), lambda **kw: seqops.ops.attention_with_lse(**kw),
                                      _attention_reference, ("q", "k", "v") + _ATTENTION_GRADS[policy],
-                                     rounds_derived_inputs=policy in ("rotary_window", "packed"))
+                                     rounds_derived_inputs=policy in ("rotary_window", "packed", "rel_keys"))
        for policy in _ATTENTION_GRADS},
     "dropout": OpCase(_dropout_inputs, lambda **kw: (torch.ops.seqops.dropout(**kw),),
                       lambda **kw: (reference.dropout(**kw),), ("x",)),

@@ -314,11 +314,6 @@ void set_home_tiles(Params<scalar_t>& p, const AttentionArgs& a, int64_t extent,
   p.tiles = static_cast<int64_t>(first.size());
 }
 
-// The score policies and dtypes the tensor-core kernels (attention_mma_kernels.cuh) take:
-// float16 / bfloat16, any score term but relative keys (whose (q + v).R products stay SIMT).
-template <typename scalar_t, typename Policy>
-constexpr bool kTensorCorePolicy = attention::kTensorCoreType<scalar_t> && !Policy::kRelativeKeys;
-
 // Whether the GPU and head dims allow the tensor-core kernels, whose blocks need `bytes` of
 // shared memory: sm_80 or newer, head dims multiples of 16 up to kMmaMaxDim.
 bool tensor_cores_fit(const AttentionArgs& a, const at::Tensor& q, int64_t bytes) {
@@ -339,11 +334,12 @@ void launch_mma(void (*kernel)(Params<scalar_t>), const char* name, Params<scala
 }
 
 // dK, dV and dQ on tensor cores when they fit (tensor_cores_fit); false: the SIMT kernels' turn.
+// Every score term; relative keys add their (q + v) R^T band products (attention_mma_kernels.cuh).
 template <typename scalar_t, typename Policy>
 bool backward_on_tensor_cores(Params<scalar_t>& p, const AttentionArgs& a, const at::Tensor& q) {
-  if constexpr (kTensorCorePolicy<scalar_t, Policy>) {
-    const int64_t dkdv_bytes = attention::mma_dkdv_shared_bytes(a.dim, a.dim_v);
-    const int64_t dq_bytes = attention::mma_dq_shared_bytes(a.dim, a.dim_v);
+  if constexpr (attention::kTensorCoreType<scalar_t>) {
+    const int64_t dkdv_bytes = attention::mma_dkdv_shared_bytes(a.dim, a.dim_v, Policy::kRelativeKeys);
+    const int64_t dq_bytes = attention::mma_dq_shared_bytes(a.dim, a.dim_v, Policy::kRelativeKeys);
     if (!tensor_cores_fit(a, q, std::max(dkdv_bytes, dq_bytes))) return false;
     launch_mma(attention::attention_dkdv_mma_kernel<scalar_t, Policy>, "attention_dkdv_mma_kernel", p, a,
                a.batch * a.heads_k, a.len_k, dkdv_bytes, q.device());
@@ -395,8 +391,8 @@ struct CudaAttention {
       p.lse_out = lse.data_ptr<acc_t>();
       dispatch_policy(a.policy, [&](auto policy) {
         using Policy = decltype(policy);
-        if constexpr (kTensorCorePolicy<scalar_t, Policy>) {
-          const int64_t bytes = attention::mma_forward_shared_bytes(a.dim, a.dim_v);
+        if constexpr (attention::kTensorCoreType<scalar_t>) {
+          const int64_t bytes = attention::mma_forward_shared_bytes(a.dim, a.dim_v, Policy::kRelativeKeys);
           if (tensor_cores_fit(a, q, bytes)) {
             launch_mma(attention::attention_forward_mma_kernel<scalar_t, Policy>,
                        "attention_forward_mma_kernel", p, a, a.batch * a.heads_q, a.len_q, bytes, q.device());
