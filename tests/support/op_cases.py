@@ -48,7 +48,7 @@ class OpCase:
     min_length: int = 1
     # The CUDA kernels round inputs they derive (rotated q and k; q + u, q + v and R's rows for
     # relative keys) to a 16-bit input dtype before their tensor-core products: float32 results
-    # of such inputs (the lse) carry that rounding.
+    # of such inputs (the lse) carry that rounding (the CPU kernels' do not).
     rounds_derived_inputs: bool = False
     # For ops whose gradients sum terms far larger than the result: (float64 inputs, cotangents
     # of the outputs) -> the largest sum of |terms| of a gradient entry, which bounds any float
