@@ -181,10 +181,14 @@ __device__ void load_relative_queries(uint16_t* qu, uint16_t* qv, int ld, const 
   load_tile_sum_16bit<scalar_t>(qv, ld, q, d, d, row0, valid, rows, v);
 }
 
-// R rows n0 .. n0 + rows - 1 of head h (zeros outside R) into dst: a relative-keys band.
+// The R rows of head h (zeros outside R) that the pairs of keys from first_key and queries up to
+// last_query reach, `rows` of them from n = first_key - last_query - query_offset + rel_zero,
+// into dst: a relative-keys band.
 template <typename scalar_t>
-__device__ void load_relative_band(uint16_t* dst, int ld, const Params<scalar_t>& p, int64_t h, int64_t n0, int rows) {
+__device__ void load_relative_band(uint16_t* dst, int ld, const Params<scalar_t>& p, int64_t h, int64_t first_key,
+                                   int64_t last_query, int rows) {
   const int d = static_cast<int>(p.dim);
+  const int64_t n0 = first_key - last_query - p.query_offset + p.rel_zero;
   load_tile_sum_16bit<scalar_t>(dst, ld, p.rel_keys + h * d, p.heads_q * d, d, n0, RowSpan(0, p.rel_len), rows,
                                 nullptr);
 }
@@ -205,6 +209,10 @@ __device__ __forceinline__ void store_rows(T* dst, const float (&acc)[kChunks][4
     }
   }
 }
+
+// The column of a warp's band products G (16 rows by the R rows they reach, the first one that
+// of the warp's last row and the band's first key) that pair (row, key) reads.
+__device__ __forceinline__ int warp_band_column(int row, int key) { return key - row + 15; }
 
 // A warp's 16 x (8 kChunks) accumulator into dst (row stride 8 kChunks), for its lanes to read
 // across the quad after a __syncwarp.
@@ -255,7 +263,7 @@ __global__ void __launch_bounds__(kThreads) attention_forward_mma_kernel(const P
     load_tile_16bit(Ks, ldq, k, d, j0, keys, kMmaKeys, p.rot_k);
     load_tile_16bit(Vs, ldv, v, dv, j0, keys, kMmaKeys);
     if constexpr (kRelKeys) {  // R rows n(i0 + 63, j0) .. n(i0, j0 + 63), n = j - i - offset + zero
-      load_relative_band(Rs, ldq, p, h, j0 - (i0 + kMmaRows - 1) - p.query_offset + p.rel_zero, kRelBand);
+      load_relative_band(Rs, ldq, p, h, j0, i0 + kMmaRows - 1, kRelBand);
     }
     __syncthreads();
     float s[kKeyChunks][4];
@@ -283,7 +291,7 @@ __global__ void __launch_bounds__(kThreads) attention_forward_mma_kernel(const P
         const int64_t i = rows_i[e >> 1], j = j0 + jl;
         float logit = neg_inf<float>();
         if (visible(p, b, i, j)) {
-          const float rel = kRelKeys ? Gw[rl * kRelWarpBand + jl - rl + 15] : 0.f;  // G(rl, n(i, j))
+          const float rel = kRelKeys ? Gw[rl * kRelWarpBand + warp_band_column(rl, jl)] : 0.f;  // G(rl, n(i, j))
           logit = p.scale * s[c][e] + Policy::term(p, b, h, i, j, rel);
         }
         s[c][e] = logit;
@@ -381,7 +389,7 @@ __global__ void __launch_bounds__(kThreads) attention_dkdv_mma_kernel(const Para
       const scalar_t* q = p.q + bh * p.len_q * d;
       if constexpr (kRelKeys) {
         load_relative_queries(Qs, QPs, ldk, p, h, q, i0, queries, kMmaStep);
-        load_relative_band(Rs, ldk, p, h, j0 - (i0 + kMmaStep - 1) - p.query_offset + p.rel_zero, kStepRelBand);
+        load_relative_band(Rs, ldk, p, h, j0, i0 + kMmaStep - 1, kStepRelBand);
       } else {
         load_tile_16bit(Qs, ldk, q, d, i0, queries, kMmaStep, p.rot_q);
       }
@@ -479,14 +487,14 @@ __global__ void __launch_bounds__(kThreads) attention_dq_mma_kernel(const Params
     load_tile_16bit(Ks, ldq, k, d, j0, keys, kMmaStep, p.rot_k);
     load_tile_16bit(Vs, ldv, v, dv, j0, keys, kMmaStep);
     if constexpr (kRelKeys)
-      load_relative_band(Rs, ldq, p, h, j0 - (i0 + kMmaRows - 1) - p.query_offset + p.rel_zero, kStepRelBand);
+      load_relative_band(Rs, ldq, p, h, j0, i0 + kMmaRows - 1, kStepRelBand);
     __syncthreads();
     float s[kKeyChunks][4], dp[kKeyChunks][4];
     zero(s);
     zero(dp);
     mma_rows_by_rows<kIn, kMmaStep, kMmaMaxDim>(s, Qw, ldq, Ks, ldq, d);
     mma_rows_by_rows<kIn, kMmaStep, kMmaMaxDim>(dp, dOw, ldv, Vs, ldv, dv);
-    if constexpr (kRelKeys) {  // G(r, c) = (q + v)_r . R row c of the warp's 48: pair (r, jl) at c = jl - r + 15
+    if constexpr (kRelKeys) {  // G(r, c) = (q + v)_r . R row c of the warp's 48: pair (r, jl) at warp_band_column
       float gr[kBandChunks][4];
       zero(gr);
       mma_rows_by_rows<kIn, kStepRelWarpBand, kMmaMaxDim>(gr, QPs + warp * 16 * ldq, ldq, Rw, ldq, d);
@@ -506,7 +514,7 @@ __global__ void __launch_bounds__(kThreads) attention_dq_mma_kernel(const Params
           const int e = 2 * r + u;
           const int64_t j = jc + u;
           // This lane alone reads and writes its pair's cell: G in, dS out.
-          float* cell = Gw + (g + 8 * r) * kStepRelWarpBand + c * 8 + 2 * t + u - (g + 8 * r) + 15;
+          float* cell = Gw + (g + 8 * r) * kStepRelWarpBand + warp_band_column(g + 8 * r, c * 8 + 2 * t + u);
           float ds;
           backward_pair<Policy>(p, b, h, i, j, s[c][e], dp[c][e], kRelKeys ? *cell : 0.f, lse[r], delta[r],
                                 [&] { return dropout_factor(p, words.v[j % 4]); }, ds);
@@ -520,10 +528,11 @@ __global__ void __launch_bounds__(kThreads) attention_dq_mma_kernel(const Params
     to_a_fragments<scalar_t, kMmaStep>(dsa, dp);
     mma_frags_by_tile<kIn, kMmaStep, kMmaMaxDim>(dq, dsa, Ks, ldq, d);
     if constexpr (kRelKeys) {
-      // Row r's pairs fill columns 15 - r .. 46 - r of dG; its other 16 cells are 0.
+      // Row r's pairs fill its kMmaStep columns from warp_band_column(r, 0) of dG; its other 16
+      // cells are 0.
       for (int idx = lane; idx < 16 * 16; idx += 32) {
         const int r = idx / 16, x = idx % 16;
-        Gw[r * kStepRelWarpBand + (x < 15 - r ? x : x + kMmaStep)] = 0.f;
+        Gw[r * kStepRelWarpBand + (x < warp_band_column(r, 0) ? x : x + kMmaStep)] = 0.f;
       }
       __syncwarp();
       float dg[kBandChunks][4];  // dG in the accumulator layout, then as A fragments for dG R
